@@ -1,0 +1,213 @@
+"""The DataModule base every lit-kd dataset shares: decoded images in memory, augmentation on the device."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+
+from lit_kd.data.augmentation import normalize, random_crop_flip
+from lit_kd.data.image_files import CorruptDatasetError, default_cache_dir
+from lit_kd.data.loader import InMemoryLoader, ShardedBatchSampler
+
+Split = Literal["train", "test"]
+
+
+class LabelledImages(NamedTuple):
+    """A split of a dataset: ``uint8`` images ``[N, 3, H, W]`` and their targets ``[N]``."""
+
+    images: Tensor
+    targets: Tensor
+
+
+class InMemoryImageDataModule(LightningDataModule):
+    """Base DataModule: a dataset decoded once into ``uint8`` tensors, augmented batch-wise on the device.
+
+    Subclasses say where the data is and how to read it (:meth:`load_split`) and declare ``num_classes``,
+    ``image_size``, ``mean`` and ``std``. This base holds the data in memory, splits off a seeded validation set,
+    optionally subsamples the training set, serves batches through :class:`InMemoryLoader` (sharded across DDP
+    ranks, resumable mid-epoch), and in :meth:`on_after_batch_transfer` applies random crop + flip (training only)
+    and normalisation on whatever device the batch was moved to.
+
+    Augmentation draws come from a generator seeded by ``(seed, epoch, batch, rank)``, and the number of batches
+    consumed is part of :meth:`state_dict`, so a run resumed from a mid-epoch checkpoint sees exactly the batches
+    an uninterrupted run would.
+
+    Args:
+        data_dir: folder holding the dataset (layout: see the subclass).
+        batch_size: training batch size per process.
+        eval_batch_size: validation/test batch size per process (default: ``batch_size``).
+        val_size: held out from the training set for validation: a count, or a fraction in ``(0, 1)``. With 0,
+            validation uses the test split (the common CIFAR practice; say so when you report numbers).
+        subset_size: keep only this many training images (seeded random choice), for quick runs.
+        seed: seed of the validation split, the subset, the shuffling and the augmentation.
+        crop_padding: zero padding for the random crop (0 disables it).
+        horizontal_flip: random horizontal flips during training.
+        cache_dir: where decoded images are cached (default ``~/.cache/lit-kd``); ``None`` would disable it, set
+            ``use_cache=False`` for that.
+        use_cache: cache decoded image folders on disk.
+    """
+
+    num_classes: ClassVar[int]
+    image_size: ClassVar[int]
+    mean: ClassVar[tuple[float, float, float]]
+    std: ClassVar[tuple[float, float, float]]
+    task: ClassVar[Literal["classification", "regression"]] = "classification"
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_size: int | float = 0,
+        subset_size: int | None = None,
+        seed: int = 0,
+        crop_padding: int = 4,
+        horizontal_flip: bool = True,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if val_size < 0:
+            raise ValueError(f"val_size must be >= 0 (a count or a fraction in (0, 1)), got {val_size}")
+        if subset_size is not None and subset_size < 1:
+            raise ValueError(f"subset_size must be >= 1 or None, got {subset_size}")
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_size = val_size
+        self.subset_size = subset_size
+        self.seed = seed
+        self.crop_padding = crop_padding
+        self.horizontal_flip = horizontal_flip
+        self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if use_cache else None
+        self.train_set: LabelledImages | None = None
+        self.val_set: LabelledImages | None = None
+        self.test_set: LabelledImages | None = None
+        self._train_sampler: ShardedBatchSampler | None = None
+        self._consumed = {"epoch": 0, "batches": 0}  # training batches moved to the device in the current epoch
+        self._resume_from: dict[str, int] | None = None
+
+    @abstractmethod
+    def load_split(self, split: Split) -> LabelledImages:
+        """Read one split of the dataset from ``data_dir`` (raising a clear error if it is missing or corrupt)."""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape ``(C, H, W)`` of one image as the networks see it."""
+        return (3, self.image_size, self.image_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits needed for ``stage`` into memory (once) and check them."""
+        if stage in ("fit", "validate", None) and self.train_set is None:
+            train = self._checked(self.load_split("train"), "train")
+            generator = torch.Generator().manual_seed(self.seed)
+            order = torch.randperm(len(train.targets), generator=generator)
+            num_val = self._num_val(len(order))
+            if num_val:
+                val_index, order = order[:num_val], order[num_val:]
+                self.val_set = LabelledImages(train.images[val_index], train.targets[val_index])
+            if self.subset_size is not None:
+                order = order[: self.subset_size]
+            if num_val or self.subset_size is not None:
+                train = LabelledImages(train.images[order], train.targets[order])
+            self.train_set = train
+        if self.test_set is None and (stage in ("test", None) or (self.val_set is None and stage != "predict")):
+            self.test_set = self._checked(self.load_split("test"), "test")
+        if self.val_set is None:
+            self.val_set = self.test_set
+
+    def _num_val(self, num_train: int) -> int:
+        num_val = round(self.val_size * num_train) if isinstance(self.val_size, float) else int(self.val_size)
+        if isinstance(self.val_size, float) and not 0 <= self.val_size < 1:
+            raise ValueError(f"val_size as a fraction must be in [0, 1), got {self.val_size}")
+        if num_val >= num_train:
+            raise ValueError(f"val_size={self.val_size} leaves no training images out of {num_train}")
+        return num_val
+
+    def _checked(self, split: LabelledImages, name: str) -> LabelledImages:
+        images, targets = split
+        expected = (3, self.image_size, self.image_size)
+        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise CorruptDatasetError(
+                f"{type(self).__name__} {name} split under {self.data_dir}: images are {tuple(images.shape)} "
+                f"{images.dtype}, expected [N, {', '.join(map(str, expected))}] uint8"
+            )
+        if len(images) != len(targets) or len(images) == 0:
+            raise CorruptDatasetError(
+                f"{type(self).__name__} {name} split under {self.data_dir}: {len(images)} images and "
+                f"{len(targets)} targets (expected equal, non-zero counts)"
+            )
+        if self.task == "classification" and (targets.min() < 0 or targets.max() >= self.num_classes):
+            raise CorruptDatasetError(
+                f"{type(self).__name__} {name} split under {self.data_dir}: labels span "
+                f"[{int(targets.min())}, {int(targets.max())}], expected [0, {self.num_classes - 1}]"
+            )
+        return split
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _loader(self, split: LabelledImages | None, name: str, train: bool) -> InMemoryLoader:
+        if split is None:
+            raise RuntimeError(f"{type(self).__name__}: the {name} split is not loaded; call setup() first")
+        rank, world_size = self._rank_and_world()
+        sampler = ShardedBatchSampler(
+            len(split.targets),
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(split.targets) // world_size >= self.batch_size,
+            even_shards=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        return InMemoryLoader(split.images, split.targets, sampler)
+
+    def train_dataloader(self) -> InMemoryLoader:
+        """Shuffled, sharded training batches of ``uint8`` images (augmented after the device transfer)."""
+        loader = self._loader(self.train_set, "train", train=True)
+        if self._resume_from is not None:
+            loader.sampler.skip_consumed(self._resume_from["epoch"], self._resume_from["batches"])
+            self._resume_from = None
+        self._train_sampler = loader.sampler
+        return loader
+
+    def val_dataloader(self) -> InMemoryLoader:
+        """Validation batches in a fixed order (the held-out split, or the test split when ``val_size=0``)."""
+        return self._loader(self.val_set, "validation", train=False)
+
+    def test_dataloader(self) -> InMemoryLoader:
+        """Test batches in a fixed order."""
+        return self._loader(self.test_set, "test", train=False)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """Augment (training only) and normalise a batch that is already on its device."""
+        images, targets = batch
+        if self.trainer is not None and self.trainer.training:
+            epoch = self._train_sampler.epoch if self._train_sampler is not None else 0
+            if self._consumed["epoch"] != epoch:
+                self._consumed = {"epoch": epoch, "batches": 0}
+            rank, world_size = self._rank_and_world()
+            seed = ((self.seed * 1_000_003 + epoch) * 1_000_003 + self._consumed["batches"]) * world_size + rank
+            generator = torch.Generator(device=images.device).manual_seed(seed % (2**63))
+            images = random_crop_flip(images, self.crop_padding, self.horizontal_flip, generator)
+            self._consumed["batches"] += 1
+        return normalize(images, self.mean, self.std), targets
+
+    def state_dict(self) -> dict[str, Any]:
+        """Progress through the current training epoch, so a resumed run skips the batches already used."""
+        return dict(self._consumed)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the progress saved by :meth:`state_dict` (called by Lightning when resuming)."""
+        self._consumed = {"epoch": int(state_dict["epoch"]), "batches": int(state_dict["batches"])}
+        self._resume_from = dict(self._consumed)

@@ -1,0 +1,261 @@
+"""The shared base of every lit-kd method: student, metrics, optimiser, frozen teacher, checkpoint hygiene."""
+
+from __future__ import annotations
+
+import warnings
+from abc import abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from torch import Tensor, nn
+from torch.optim import SGD, Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_kd.methods.weights import load_network_weights
+
+
+def default_optimizer(parameters: Any) -> Optimizer:
+    """SGD, lr 0.1, momentum 0.9 (Nesterov), weight decay 5e-4: the usual CIFAR ResNet/WRN recipe."""
+    return SGD(parameters, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+
+
+class StudentModule(LightningModule):
+    """Base for every lit-kd method: one network being trained, with metrics per stage and optimiser defaults.
+
+    A method subclasses this (or :class:`DistillationModule`) and implements :meth:`training_losses`; this base
+    owns logging (``train/``, ``val/``, ``test/`` prefixes), top-1/top-5 accuracy, the optimiser and the
+    learning-rate schedule, the check that the networks' outputs match the data's number of classes, and
+    per-batch reseeding so that a run resumed from a checkpoint draws the same random numbers.
+
+    Args:
+        student: the network being trained (any ``nn.Module`` returning logits ``[B, num_classes]``).
+        num_classes: number of classes; by default taken from the DataModule's ``num_classes``.
+        optimizer: builds the optimiser from the trainable parameters (default: :func:`default_optimizer`).
+        lr_scheduler: builds the scheduler from the optimiser, stepped every epoch; by default cosine annealing to
+            0 over all training steps (stepped every batch).
+    """
+
+    #: Constructor arguments kept out of ``hparams`` (networks and factories): checkpoints then hold only plain
+    #: values and load with ``weights_only=True``; pass these again to ``load_from_checkpoint``.
+    hparams_ignore: tuple[str, ...] = ("student", "teacher", "optimizer", "lr_scheduler")
+
+    def __init__(
+        self,
+        student: nn.Module,
+        num_classes: int | None = None,
+        optimizer: OptimizerCallable = default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=list(self.hparams_ignore))
+        self.student = student
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.train_metrics: MetricCollection | None = None
+        self.val_metrics: MetricCollection | None = None
+        self.test_metrics: MetricCollection | None = None
+        self._base_seed = 0
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        """Resolve ``num_classes`` from the DataModule, check the networks against it and build the metrics."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        if self.num_classes is None:
+            if data_classes is None:
+                raise ValueError(f"{type(self).__name__}: set num_classes (the DataModule does not expose it)")
+            self.num_classes = int(data_classes)
+        elif data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"{type(self).__name__}: num_classes={self.num_classes} but {type(datamodule).__name__} has "
+                f"{data_classes} classes"
+            )
+        input_shape = getattr(datamodule, "input_shape", None)
+        if input_shape is not None:
+            self.check_output_sizes(tuple(input_shape))
+        if self.train_metrics is None:
+            self.train_metrics = self.configure_metrics("train/")
+            self.val_metrics = self.train_metrics.clone(prefix="val/")
+            self.test_metrics = self.train_metrics.clone(prefix="test/")
+
+    def networks_to_check(self) -> dict[str, nn.Module]:
+        """Networks whose output size must equal ``num_classes`` (checked once at setup)."""
+        return {"student": self.student}
+
+    @torch.no_grad()
+    def check_output_sizes(self, input_shape: tuple[int, ...]) -> None:
+        """Run each network of :meth:`networks_to_check` on a dummy batch and compare its output to the data."""
+        for name, network in self.networks_to_check().items():
+            was_training = network.training
+            network.eval()
+            try:
+                parameter = next(network.parameters(), None)
+                device = parameter.device if parameter is not None else torch.device("cpu")
+                output = network(torch.zeros(2, *input_shape, device=device))
+            finally:
+                network.train(was_training)
+            logits = output[0] if isinstance(output, tuple) else output
+            if logits.shape[-1] != self.num_classes:
+                raise ValueError(
+                    f"{type(self).__name__}: the {name} ({type(network).__name__}) outputs {logits.shape[-1]} "
+                    f"classes but the data has {self.num_classes}; set num_classes of the {name} to "
+                    f"{self.num_classes}"
+                )
+
+    def configure_metrics(self, prefix: str) -> MetricCollection:
+        """Top-1 and top-5 accuracy (micro-averaged, i.e. the fraction of correct samples)."""
+        return MetricCollection(
+            {
+                "acc": MulticlassAccuracy(self.num_classes, top_k=1, average="micro"),
+                "acc_top5": MulticlassAccuracy(self.num_classes, top_k=min(5, self.num_classes), average="micro"),
+            },
+            prefix=prefix,
+            compute_groups=False,
+        )
+
+    # -------------------------------------------------------------------------------------------- training
+    def forward(self, images: Tensor) -> Tensor:
+        """Student logits."""
+        return self.student(images)
+
+    @abstractmethod
+    def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The method itself: loss terms for one batch (``"loss"`` is optimised, all are logged) and the logits."""
+
+    def on_fit_start(self) -> None:
+        """Remember the run's seed (set by ``seed_everything``) as the base of the per-batch seeds."""
+        self._base_seed = torch.initial_seed()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed torch from ``(seed, epoch, batch, rank)`` so that random draws survive a resume unchanged."""
+        seed = ((self._base_seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx) * 4099 + self.global_rank
+        torch.manual_seed(seed % (2**63))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Compute the method's losses, log them and the training metrics, return the loss to optimise."""
+        images, targets = batch
+        losses, logits = self.training_losses(images, targets)
+        self.log_loss_terms(losses, "train", batch_size=len(targets))
+        self.update_and_log_metrics("train", logits.detach(), targets)
+        return losses["loss"]
+
+    def log_loss_terms(self, losses: dict[str, Tensor], stage: str, batch_size: int) -> None:
+        """Log each loss term as ``<stage>/<name>``; ``loss`` also goes to the progress bar."""
+        for name, value in losses.items():
+            self.log(
+                f"{stage}/{name}",
+                value.detach(),
+                prog_bar=name == "loss",
+                batch_size=batch_size,
+                sync_dist=stage != "train",
+            )
+
+    def update_and_log_metrics(self, stage: str, logits: Tensor, targets: Tensor) -> None:
+        """Update the stage's metric collection and log it (accumulated over the epoch)."""
+        metrics: MetricCollection | None = getattr(self, f"{stage}_metrics")
+        if metrics is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() builds the metrics: it has not run")
+        metrics.update(logits, targets)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+
+    def _evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        images, targets = batch
+        logits = self(images)
+        self.log_loss_terms({"loss": F.cross_entropy(logits, targets)}, stage, batch_size=len(targets))
+        self.update_and_log_metrics(stage, logits, targets)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Cross-entropy and accuracy of the student on a validation batch."""
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Cross-entropy and accuracy of the student on a test batch."""
+        self._evaluation_step(batch, "test")
+
+    # ---------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        """Optimise every parameter that requires a gradient (never the frozen teacher's)."""
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.lr_scheduler_factory is not None:
+            return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = CosineAnnealingLR(optimizer, T_max=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class DistillationModule(StudentModule):
+    """Base for methods that distil a frozen, pretrained teacher into the student.
+
+    The teacher is loaded from ``teacher_checkpoint`` (a lit-kd/Lightning checkpoint or a state dict), has
+    ``requires_grad`` off, is kept in eval mode even after Lightning switches the module back to training, is
+    never given to the optimiser, and is left out of saved checkpoints unless ``save_teacher=True`` (on resume
+    the weights loaded from ``teacher_checkpoint`` are put back).
+
+    Args:
+        student: the network being trained.
+        teacher: the teacher's architecture (its weights come from ``teacher_checkpoint``).
+        teacher_checkpoint: where the teacher's weights are; ``None`` keeps the weights the teacher was built with
+            (for a teacher already trained in Python), with a warning.
+        save_teacher: also store the teacher's weights in this module's checkpoints.
+        **kwargs: ``num_classes``, ``optimizer``, ``lr_scheduler``: see :class:`StudentModule`.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        teacher_checkpoint: str | None = None,
+        save_teacher: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(student=student, **kwargs)
+        if teacher_checkpoint is not None:
+            load_network_weights(teacher, teacher_checkpoint)
+        else:
+            rank_zero_warn(
+                f"{type(self).__name__}: teacher_checkpoint is None, so the teacher keeps the weights it was built "
+                "with; distilling from an untrained teacher teaches nothing useful."
+            )
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.save_teacher = save_teacher
+
+    def networks_to_check(self) -> dict[str, nn.Module]:
+        """The student and the teacher must both output ``num_classes`` logits."""
+        return {"student": self.student, "teacher": self.teacher}
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        """Switch to train/eval mode, keeping the teacher in eval mode (frozen BN statistics, no dropout)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def on_fit_start(self) -> None:
+        """The teacher is in eval mode by design: silence Lightning's warning about eval-mode modules."""
+        super().on_fit_start()
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+    @torch.no_grad()
+    def teacher_logits(self, images: Tensor) -> Tensor:
+        """Teacher logits, computed without building a graph."""
+        return self.teacher(images)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Drop the frozen teacher's weights from the checkpoint unless ``save_teacher``."""
+        if not self.save_teacher:
+            state_dict = checkpoint["state_dict"]
+            for key in [key for key in state_dict if key.startswith("teacher.")]:
+                del state_dict[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the current teacher weights back where a checkpoint left them out."""
+        state_dict = checkpoint["state_dict"]
+        for key, value in self.teacher.state_dict().items():
+            state_dict.setdefault(f"teacher.{key}", value)

@@ -1,0 +1,25 @@
+"""Network zoo for distillation: CIFAR ResNets, wide ResNets, MobileNetV2 and VGG.
+
+Every network is a :class:`FeatureNet` (stem -> stages -> global average pool -> linear) whose
+``forward_features`` returns logits, the stem and stage outputs, and the pooled embedding, so
+feature-based distillation methods need no hooks. Build one by class (e.g. from YAML with
+``class_path: lit_kd.models.CifarResNet``) or by name with :func:`create_model`.
+"""
+
+from lit_kd.models.base import FeatureNet, FeatureOutput
+from lit_kd.models.mobilenetv2 import MobileNetV2
+from lit_kd.models.registry import available_models, create_model
+from lit_kd.models.resnet_cifar import CifarResNet
+from lit_kd.models.vgg import VGG
+from lit_kd.models.wrn import WideResNet
+
+__all__ = [
+    "VGG",
+    "CifarResNet",
+    "FeatureNet",
+    "FeatureOutput",
+    "MobileNetV2",
+    "WideResNet",
+    "available_models",
+    "create_model",
+]

@@ -1,0 +1,81 @@
+"""Every recipe runs through the ``lit-kd`` command line with ``fast_dev_run`` on generated data."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lit_kd.cli import main
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml"))
+DATA_FIXTURES = {"cifar10": "cifar_folder", "tiny_imagenet": "tiny_imagenet_folder"}
+
+
+def instantiate(config: dict):
+    module_name, class_name = config["class_path"].rsplit(".", 1)
+    return getattr(importlib.import_module(module_name), class_name)(**config.get("init_args", {}))
+
+
+def test_every_dataset_folder_of_recipes_has_data_for_its_test() -> None:
+    assert RECIPES, "no recipes found"
+    assert {recipe.parent.name for recipe in RECIPES} <= set(DATA_FIXTURES)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_runs_with_fast_dev_run(
+    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    data_dir = request.getfixturevalue(DATA_FIXTURES[recipe.parent.name])
+    monkeypatch.chdir(tmp_path)  # recipes write checkpoints/ and runs/ relative to the working directory
+    args = [
+        "fit",
+        "--config",
+        str(recipe),
+        "--data.data_dir",
+        str(data_dir),
+        "--data.batch_size",
+        "4",
+        "--data.cache_dir",
+        str(tmp_path / "cache"),
+        "--trainer.fast_dev_run",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+    model_args = yaml.safe_load(recipe.read_text())["model"]["init_args"]
+    if "teacher" in model_args:
+        torch.save(instantiate(model_args["teacher"]).state_dict(), tmp_path / "teacher.pt")
+        args += ["--model.teacher_checkpoint", str(tmp_path / "teacher.pt")]
+    main(args)
+
+
+def test_python_dash_m_prints_the_resolved_config() -> None:
+    recipe = next(r for r in RECIPES if r.name == "kd_resnet56_resnet20.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_kd", "fit", "--config", str(recipe), "--print_config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    config = yaml.safe_load(result.stdout)
+    assert config["model"]["class_path"] == "lit_kd.methods.HintonKD"
+    assert config["model"]["init_args"]["student"]["init_args"]["depth"] == 20
+
+
+def test_unknown_method_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = next(r for r in RECIPES if r.name == "vanilla_resnet20.yaml")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(recipe), "--model", "lit_kd.methods.NoSuchMethod"])
+    assert "NoSuchMethod" in capsys.readouterr().err
