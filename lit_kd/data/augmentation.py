@@ -35,24 +35,22 @@ def random_crop_flip(
         >>> random_crop_flip(batch, padding=0, horizontal_flip=False).equal(batch)
         True
     """
+    if padding == 0 and not horizontal_flip:
+        return images
     batch_size, channels, height, width = images.shape
     device = images.device
-    if padding > 0:
-        padded = F.pad(images, (padding, padding, padding, padding))
-        offset_y = torch.randint(0, 2 * padding + 1, (batch_size, 1), device=device, generator=generator)
-        offset_x = torch.randint(0, 2 * padding + 1, (batch_size, 1), device=device, generator=generator)
-        rows = offset_y + torch.arange(height, device=device)  # [B, H]
-        cols = offset_x + torch.arange(width, device=device)  # [B, W]
-        images = padded[
-            torch.arange(batch_size, device=device)[:, None, None, None],
-            torch.arange(channels, device=device)[None, :, None, None],
-            rows[:, None, :, None],
-            cols[:, None, None, :],
-        ]
+    padded = F.pad(images, (padding, padding, padding, padding)) if padding > 0 else images
+    # One gather per batch: the source pixel of every output pixel, with the flip folded into the column index.
+    offset_y = torch.randint(0, 2 * padding + 1, (batch_size, 1, 1), device=device, generator=generator)
+    offset_x = torch.randint(0, 2 * padding + 1, (batch_size, 1, 1), device=device, generator=generator)
+    columns = torch.arange(width, device=device).expand(batch_size, 1, width)
     if horizontal_flip:
-        flip = torch.rand(batch_size, device=device, generator=generator) < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    return images
+        flip = torch.rand(batch_size, 1, 1, device=device, generator=generator) < 0.5
+        columns = torch.where(flip, width - 1 - columns, columns)
+    rows = offset_y + torch.arange(height, device=device)[None, :, None]
+    source = (rows * (width + 2 * padding) + offset_x + columns).view(batch_size, 1, height * width)
+    gathered = padded.flatten(2).gather(2, source.expand(batch_size, channels, height * width))
+    return gathered.view(batch_size, channels, height, width)
 
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -62,6 +60,6 @@ def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
         >>> normalize(torch.full((1, 1, 1, 1), 255, dtype=torch.uint8), mean=[0.5], std=[0.5]).item()
         1.0
     """
-    mean_tensor = torch.tensor(mean, device=images.device, dtype=torch.float32)[None, :, None, None]
-    std_tensor = torch.tensor(std, device=images.device, dtype=torch.float32)[None, :, None, None]
-    return (images.float().div_(255.0) - mean_tensor) / std_tensor
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device)[None, :, None, None]
+    shift = torch.tensor([m / s for m, s in zip(mean, std, strict=True)], device=images.device)[None, :, None, None]
+    return images.float().mul_(scale).sub_(shift)

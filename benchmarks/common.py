@@ -1,0 +1,58 @@
+"""Helpers shared by the benchmark scripts: machine description, result files, markdown tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def environment() -> dict[str, Any]:
+    """Where and with what a benchmark ran: commit, versions, CPU/GPU, threads."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Render rows (dicts with the same keys) as a markdown table."""
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [f"{value:.4g}" if isinstance(value, float) else str(value) for value in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name: str, payload: dict[str, Any], table: str) -> Path:
+    """Write ``benchmarks/results/<name>.json`` and ``<name>.md`` and print the table."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    payload = {"environment": environment(), **payload}
+    json_path = RESULTS_DIR / f"{name}.json"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS_DIR / f"{name}.md").write_text(table + "\n")
+    print(table)
+    print(f"written: {json_path}")
+    return json_path
