@@ -54,6 +54,11 @@ def test_recipe_runs_with_fast_dev_run(
     if "teacher" in model_args:
         torch.save(instantiate(model_args["teacher"]).state_dict(), tmp_path / "teacher.pt")
         args += ["--model.teacher_checkpoint", str(tmp_path / "teacher.pt")]
+    if "teachers" in model_args:  # an ensemble: one random checkpoint per member
+        paths = [tmp_path / f"teacher{index}.pt" for index in range(len(model_args["teachers"]))]
+        for member, path in zip(model_args["teachers"], paths, strict=True):
+            torch.save(instantiate(member).state_dict(), path)
+        args += ["--model.teacher_checkpoint", "null", "--model.teacher_checkpoints", f"[{','.join(map(str, paths))}]"]
     main(args)
 
 

@@ -1,5 +1,30 @@
 """Distillation losses as pure functions and small modules, each testable against hand-computed values."""
 
+from lit_kd.losses.afd import (
+    FeatureAdapter,
+    FeatureDiscriminator,
+    discriminator_loss,
+    generator_loss,
+    l1_alignment_loss,
+)
+from lit_kd.losses.attention_transfer import attention_map, attention_transfer_loss
+from lit_kd.losses.dml import all_pairs, mutual_kl, ring_pairs
+from lit_kd.losses.fitnets import ConvRegressor, hint_loss
 from lit_kd.losses.kd import soft_cross_entropy, soft_target_kl
 
-__all__ = ["soft_cross_entropy", "soft_target_kl"]
+__all__ = [
+    "ConvRegressor",
+    "FeatureAdapter",
+    "FeatureDiscriminator",
+    "all_pairs",
+    "attention_map",
+    "attention_transfer_loss",
+    "discriminator_loss",
+    "generator_loss",
+    "hint_loss",
+    "l1_alignment_loss",
+    "mutual_kl",
+    "ring_pairs",
+    "soft_cross_entropy",
+    "soft_target_kl",
+]

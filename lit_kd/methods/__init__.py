@@ -1,13 +1,34 @@
 """One LightningModule per distillation method, on one shared base."""
 
+from lit_kd.methods.afd import OnlineAdversarialFeatureKD
+from lit_kd.methods.ama import ActivationMapAdaptation
+from lit_kd.methods.attention_transfer import AttentionTransfer
 from lit_kd.methods.base import DistillationModule, StudentModule, default_optimizer
+from lit_kd.methods.bss import BSSDistillation
+from lit_kd.methods.dml import DeepMutualLearning
+from lit_kd.methods.ensemble import EnsembleDistillation, LogitEnsemble
+from lit_kd.methods.fitnets import FitNets
 from lit_kd.methods.hinton import HintonKD
+from lit_kd.methods.online import OnlineDistillationModule
+from lit_kd.methods.seeds import SeedEnsembleModule
+from lit_kd.methods.self_distillation import SelfDistillation
 from lit_kd.methods.supervised import SupervisedModule
 from lit_kd.methods.weights import load_network_weights
 
 __all__ = [
+    "ActivationMapAdaptation",
+    "AttentionTransfer",
+    "BSSDistillation",
+    "DeepMutualLearning",
     "DistillationModule",
+    "EnsembleDistillation",
+    "FitNets",
     "HintonKD",
+    "LogitEnsemble",
+    "OnlineAdversarialFeatureKD",
+    "OnlineDistillationModule",
+    "SeedEnsembleModule",
+    "SelfDistillation",
     "StudentModule",
     "SupervisedModule",
     "default_optimizer",

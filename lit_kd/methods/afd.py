@@ -1,0 +1,147 @@
+"""Feature-map-level online adversarial knowledge distillation (AFD)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lit_kd.losses.afd import (
+    FeatureAdapter,
+    FeatureDiscriminator,
+    discriminator_loss,
+    generator_loss,
+    l1_alignment_loss,
+)
+from lit_kd.losses.dml import ring_pairs
+from lit_kd.methods.online import OnlineDistillationModule
+from lit_kd.models.base import FeatureNet
+
+
+class OnlineAdversarialFeatureKD(OnlineDistillationModule):
+    """AFD of Chung, Park, Kim & Kwak (ICML 2020), "Feature-map-level Online Adversarial Knowledge Distillation".
+
+    Network ``i`` learns from network ``i - 1 (mod n)`` (both ways for two networks; the paper's cyclic scheme for
+    three or more). Its loss is ``CE + T^2 KL(p_{i-1}^T || p_i^T) + adversarial_weight * [1 - D_i(T_i(f_i))]^2`` and
+    its discriminator ``D_i`` minimises ``[1 - D_i(T_{i-1}(f_{i-1}))]^2 + D_i(T_i(f_i))^2`` (least-squares GAN
+    losses, as in the paper): the peer's feature map is real, its own is fake. ``f`` is the map of stage
+    ``feature_index`` of :meth:`~lit_kd.models.FeatureNet.forward_features` (the last stage by default);
+    ``T`` are :class:`~lit_kd.losses.afd.FeatureAdapter` s (1x1 conv + pooling) where channels or sizes
+    differ. ``feature_loss="l1"`` replaces the adversarial term by direct L1 alignment (the paper's comparison).
+
+    One backward pass and one optimiser step per batch, with the discriminators as their own parameter group: the
+    networks' adversarial term scores features with detached discriminator parameters, the discriminator term
+    scores detached features, so each gradient reaches only its own side, every parameter takes part in every
+    backward pass (DDP needs no ``find_unused_parameters``) and a single ``GradScaler`` step serves AMP. The paper
+    alternates separate updates (logit step, discriminator step, slower adversarial step); here the networks and the
+    discriminators move simultaneously and ``adversarial_weight`` plays the role of the slower adversarial rate.
+    :class:`~lit_kd.callbacks.DiscriminatorUpdateSchedule` decides when the discriminators step and at what rate;
+    on other steps their gradients are dropped before the optimiser step. Trainer-level gradient clipping and
+    accumulation are refused (manual optimisation).
+
+    Args:
+        networks: zoo networks (:class:`~lit_kd.models.FeatureNet`), e.g. a small and a large one.
+        feature_loss: ``"adversarial"`` (AFD) or ``"l1"`` (direct alignment).
+        temperature: softening temperature of the logit KL; 3 is our default (the value of ONE, Lan et al. 2018; the
+            paper's was not in the sources we could read).
+        adversarial_weight: weight of the networks' adversarial (or L1) term; 1 is our default.
+        discriminator_lr: learning rate of the discriminators' parameter group (no weight decay); our default.
+        feature_index: which entry of ``forward_features(x).features`` is distilled (-1: last stage).
+        **kwargs: ``num_classes``, ``optimizer``, ``lr_scheduler``.
+    """
+
+    def __init__(
+        self,
+        networks: list[nn.Module],
+        feature_loss: Literal["adversarial", "l1"] = "adversarial",
+        temperature: float = 3.0,
+        adversarial_weight: float = 1.0,
+        discriminator_lr: float = 0.01,
+        feature_index: int = -1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(networks, temperature=temperature, **kwargs)
+        if feature_loss not in ("adversarial", "l1"):
+            raise ValueError(f"feature_loss must be 'adversarial' or 'l1', got {feature_loss!r}")
+        not_zoo = [type(n).__name__ for n in networks if not isinstance(n, FeatureNet)]
+        if not_zoo:
+            raise ValueError(f"networks: AFD needs lit_kd.models.FeatureNet networks (feature maps), got {not_zoo}")
+        channels = [network.feature_channels[feature_index] for network in networks]
+        self.feature_loss, self.feature_index = feature_loss, feature_index
+        self.adversarial_weight, self.discriminator_lr = adversarial_weight, discriminator_lr
+        self.adapters = nn.ModuleList(FeatureAdapter(c, max(channels)) for c in channels)
+        self.discriminators = (
+            nn.ModuleList(FeatureDiscriminator(max(channels)) for _ in networks)
+            if feature_loss == "adversarial"
+            else None
+        )
+        self.discriminator_schedule: Any = None  # a DiscriminatorUpdateSchedule attaches itself here
+        self.automatic_optimization = False
+
+    def default_pairs(self) -> list[tuple[int, int]]:
+        """Network ``i`` learns from ``i - 1 (mod n)``."""
+        return ring_pairs(self.num_networks)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Networks and adapters, then the discriminators with ``discriminator_lr`` and no weight decay."""
+        groups = [{"params": [*self.networks.parameters(), *self.adapters.parameters()]}]
+        if self.discriminators is not None:
+            groups.append(
+                {"params": list(self.discriminators.parameters()), "lr": self.discriminator_lr, "weight_decay": 0.0}
+            )
+        return groups
+
+    def feature_losses(self, features: list[Tensor], pairs: list[tuple[int, int]]) -> dict[str, Tensor]:
+        """The networks' adversarial (or L1) term and the discriminators' term, summed over the ring pairs.
+
+        Pairs not in ``pairs`` are computed with weight 0, so that every parameter is used in every step under DDP.
+        """
+        size = min(min(f.shape[-2:]) for f in features)
+        mapped = [adapter(f, size) for adapter, f in zip(self.adapters, features, strict=True)]
+        network_term, discriminator_term = mapped[0].new_zeros(()), mapped[0].new_zeros(())
+        for student, mentor in ring_pairs(self.num_networks):
+            weight = 1.0 if (student, mentor) in pairs else 0.0
+            fake, real = mapped[student], mapped[mentor].detach()
+            if self.discriminators is None:
+                network_term = network_term + weight * l1_alignment_loss(fake, real)
+                continue
+            discriminator = self.discriminators[student]
+            frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+            network_term = network_term + weight * generator_loss(functional_call(discriminator, frozen, (fake,)))
+            scores_real, scores_fake = discriminator(real), discriminator(fake.detach())
+            discriminator_term = discriminator_term + weight * discriminator_loss(scores_real, scores_fake)
+        return {"adversarial": network_term, "discriminator": discriminator_term}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Losses of every network and discriminator, one backward pass, one optimiser step."""
+        images, targets = batch
+        outputs = [network.forward_features(images) for network in self.networks]
+        logits = [output.logits for output in outputs]
+        pairs = self.active_pairs()
+        losses = self.mutual_losses(logits, targets, pairs)
+        losses.update(self.feature_losses([output.features[self.feature_index] for output in outputs], pairs))
+        losses["loss"] = losses["loss"] + self.adversarial_weight * losses["adversarial"] + losses["discriminator"]
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(losses["loss"])
+        self.drop_idle_gradients(pairs)
+        optimizer.step()
+        self.step_schedulers("step")
+        self.log_loss_terms(losses, "train", batch_size=len(targets))
+        self.log_network_metrics("train", logits, targets)
+
+    def drop_idle_gradients(self, pairs: list[tuple[int, int]]) -> None:
+        """Discard the (zero-weighted or unscheduled) gradients of idle adapters and discriminators."""
+        students = {student for student, _ in pairs}
+        update = self.discriminator_schedule is None or self.discriminator_schedule.should_update(self.global_step)
+        for index in range(self.num_networks):
+            idle: list[nn.Module] = [] if index in students else [self.adapters[index]]
+            if self.discriminators is not None and (index not in students or not update):
+                idle.append(self.discriminators[index])
+            for parameter in (p for module in idle for p in module.parameters()):
+                parameter.grad = None
+
+    def on_train_epoch_end(self) -> None:
+        """Step epoch-interval LR schedulers (manual optimisation)."""
+        self.step_schedulers("epoch")

@@ -1,0 +1,222 @@
+"""Online distillation: DML, AFD, the cyclic pair schedule and the discriminator update schedule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from helpers import TinyNet, tiny_cifar, tiny_trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_kd.callbacks import CyclicPairSchedule, DiscriminatorUpdateSchedule
+from lit_kd.losses import FeatureDiscriminator, discriminator_loss, generator_loss
+from lit_kd.methods import DeepMutualLearning, HintonKD, OnlineAdversarialFeatureKD, load_network_weights
+from lit_kd.models import CifarResNet, create_model
+
+
+def afd_pair(**kwargs) -> OnlineAdversarialFeatureKD:
+    """Two narrow ResNet-8s (16 and 32 channels at the last stage): adapters and discriminators are all in play."""
+    small = CifarResNet(8, stem_channels=4, stage_channels=(4, 8, 16))
+    large = CifarResNet(8, stem_channels=8, stage_channels=(8, 16, 32))
+    return OnlineAdversarialFeatureKD([small, large], **kwargs)
+
+
+def all_weights(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+class RecordPairs(pl.Callback):
+    def __init__(self) -> None:
+        self.pairs: list[list[tuple[int, int]]] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.pairs.append(module.active_pairs())
+
+
+class RecordWeightsPerRank(pl.Callback):
+    """Writes, per rank, every parameter of the module (networks, adapters, discriminators) after training."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+
+    def on_train_end(self, trainer, module) -> None:
+        torch.save(all_weights(module), self.out_dir / f"rank{trainer.global_rank}.pt")
+
+
+def test_dml_loss_matches_hand_computation_for_two_peers() -> None:
+    module = DeepMutualLearning([TinyNet(num_classes=3), TinyNet(num_classes=3)])
+    logits = [torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.0]])]
+    targets = torch.tensor([0])
+    losses = module.mutual_losses(logits, targets, module.active_pairs())
+    p = [[math.exp(v) / sum(math.exp(w) for w in row[0].tolist()) for v in row[0].tolist()] for row in logits]
+    kl_0 = sum(p[1][k] * math.log(p[1][k] / p[0][k]) for k in range(3))  # KL(p_1 || p_0): peer 1 teaches peer 0
+    kl_1 = sum(p[0][k] * math.log(p[0][k] / p[1][k]) for k in range(3))
+    assert losses["net0/ce"].item() == pytest.approx(-math.log(p[0][0]), abs=1e-6)
+    assert losses["net0/kl"].item() == pytest.approx(kl_0, abs=1e-6)
+    assert losses["net1/kl"].item() == pytest.approx(kl_1, abs=1e-6)
+    assert losses["loss"].item() == pytest.approx(-math.log(p[0][0]) - math.log(p[1][0]) + kl_0 + kl_1, abs=1e-5)
+
+
+def test_dml_peer_targets_are_detached() -> None:
+    logits = [torch.randn(4, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True)]
+    module = DeepMutualLearning([TinyNet(num_classes=5), TinyNet(num_classes=5)])
+    module.mutual_losses(logits, torch.zeros(4, dtype=torch.long), module.active_pairs())["net0/kl"].backward()
+    assert logits[0].grad is not None and logits[0].grad.abs().sum() > 0
+    assert logits[1].grad is None
+
+
+def test_discriminator_and_network_losses_move_in_opposite_directions() -> None:
+    torch.manual_seed(0)
+    real = torch.randn(16, 8, 4, 4) + 2.0
+    fake = torch.nn.Parameter(torch.randn(16, 8, 4, 4))  # the "network": its feature maps are trainable directly
+    discriminator = FeatureDiscriminator(8)
+
+    def losses() -> tuple[float, float]:
+        with torch.no_grad():
+            return (
+                discriminator_loss(discriminator(real), discriminator(fake)).item(),
+                generator_loss(discriminator(fake)).item(),
+            )
+
+    start_d, start_g = losses()
+    optimizer = torch.optim.SGD(discriminator.parameters(), lr=0.1)
+    for _ in range(20):  # discriminator steps
+        optimizer.zero_grad()
+        discriminator_loss(discriminator(real), discriminator(fake.detach())).backward()
+        optimizer.step()
+    mid_d, mid_g = losses()
+    assert mid_d < start_d and mid_g > start_g
+    optimizer = torch.optim.SGD([fake], lr=0.5)
+    for _ in range(20):  # network steps
+        optimizer.zero_grad()
+        generator_loss(discriminator(fake)).backward()
+        optimizer.step()
+    end_d, end_g = losses()
+    assert end_g < mid_g and end_d > mid_d
+
+
+def test_adversarial_gradients_reach_only_their_own_side() -> None:
+    module = afd_pair()
+    outputs = [network.forward_features(torch.randn(4, 3, 32, 32)) for network in module.networks]
+    terms = module.feature_losses([output.features[-1] for output in outputs], module.active_pairs())
+
+    terms["adversarial"].backward(retain_graph=True)  # the network step
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.networks[0].stages[-1].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.adapters.parameters())
+    assert all(p.grad is None for p in module.discriminators.parameters())
+
+    module.zero_grad(set_to_none=True)
+    terms["discriminator"].backward()  # the discriminator step
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.discriminators.parameters())
+    assert all(p.grad is None for p in [*module.networks.parameters(), *module.adapters.parameters()])
+
+
+def test_cyclic_schedule_visits_every_pair_in_order_and_resumes_at_the_same_point(
+    tmp_path: Path, cifar_folder: Path
+) -> None:
+    def make() -> DeepMutualLearning:
+        return DeepMutualLearning([TinyNet(), TinyNet(width=4), TinyNet(width=6)])
+
+    # 80 images, batch 8: 10 steps; 2 steps per pair; checkpoint after step 3, in the middle of pair (2 <- 1).
+    pl.seed_everything(0)
+    recorder = RecordPairs()
+    checkpoints = ModelCheckpoint(tmp_path / "ckpt", filename="{step}", every_n_train_steps=3, save_top_k=-1)
+    uninterrupted = make()
+    trainer = tiny_trainer(
+        tmp_path, callbacks=[CyclicPairSchedule(steps_per_pair=2), recorder, checkpoints], enable_checkpointing=True
+    )
+    trainer.fit(uninterrupted, tiny_cifar(cifar_folder, batch_size=8))
+    cycle = [[(1, 0)], [(1, 0)], [(2, 1)], [(2, 1)], [(0, 2)], [(0, 2)]]
+    assert recorder.pairs == (cycle + cycle)[:10]
+
+    pl.seed_everything(0)
+    resumed_recorder = RecordPairs()
+    resumed = make()
+    resumed_trainer = tiny_trainer(tmp_path, callbacks=[CyclicPairSchedule(steps_per_pair=2), resumed_recorder])
+    resumed_trainer.fit(resumed, tiny_cifar(cifar_folder, batch_size=8), ckpt_path=tmp_path / "ckpt" / "step=3.ckpt")
+    assert resumed_recorder.pairs == recorder.pairs[3:]
+    torch.testing.assert_close(all_weights(resumed), all_weights(uninterrupted), rtol=0, atol=1e-6)
+
+
+def test_afd_trains_each_network_and_logs_them_separately(tmp_path: Path, cifar_folder: Path) -> None:
+    pl.seed_everything(0)
+    module = afd_pair()
+    before = [all_weights(network) for network in module.networks]
+    trainer = tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=2)
+    trainer.fit(module, tiny_cifar(cifar_folder, val_size=16))
+    metrics = trainer.callback_metrics
+    accuracies = [metrics["val/net0/acc"], metrics["val/net1/acc"]]
+    assert metrics["val/best_acc"] == max(accuracies)
+    assert module.student is module.networks[int(torch.stack(accuracies).argmax())]
+    assert {"train/adversarial", "train/discriminator", "train/net0/kl", "train/net1/ce"} <= set(metrics)
+    assert all(not torch.equal(b, all_weights(n)) for b, n in zip(before, module.networks, strict=True))
+
+
+def test_discriminators_step_only_when_the_schedule_says_so(tmp_path: Path, cifar_folder: Path) -> None:
+    class RecordDiscriminators(pl.Callback):
+        def __init__(self) -> None:
+            self.weights: list[torch.Tensor] = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            self.weights.append(all_weights(module.discriminators))
+
+    pl.seed_everything(0)
+    module = afd_pair(discriminator_lr=1.0)
+    initial = all_weights(module.discriminators)
+    recorder = RecordDiscriminators()
+    schedule = DiscriminatorUpdateSchedule(every_n_steps=2, start_step=1, lr=0.05)
+    trainer = tiny_trainer(tmp_path, limit_train_batches=5, limit_val_batches=0, callbacks=[schedule, recorder])
+    trainer.fit(module, tiny_cifar(cifar_folder))
+    changed = [not torch.equal(a, b) for a, b in zip([initial, *recorder.weights], recorder.weights, strict=False)]
+    assert changed == [False, True, False, True, False]  # global steps 0..4, updates at 1 and 3
+    assert trainer.optimizers[0].param_groups[1]["initial_lr"] == 0.05
+
+
+def test_l1_variant_has_no_discriminators_and_aligns_features() -> None:
+    module = afd_pair(feature_loss="l1")
+    assert module.discriminators is None and len(module.parameter_groups()) == 1
+    features = [torch.randn(2, 16, 8, 8), torch.randn(2, 32, 8, 8)]
+    terms = module.feature_losses(features, module.active_pairs())
+    assert terms["adversarial"] > 0 and terms["discriminator"] == 0
+    with pytest.raises(ValueError, match="feature_loss"):
+        afd_pair(feature_loss="l2")
+    with pytest.raises(ValueError, match="FeatureNet"):
+        OnlineAdversarialFeatureKD([TinyNet(), TinyNet()])
+    with pytest.raises(ValueError, match="at least 2"):
+        DeepMutualLearning([TinyNet()])
+
+
+def test_afd_with_two_cpu_processes_keeps_every_parameter_in_sync(tmp_path: Path, cifar_folder: Path) -> None:
+    pl.seed_everything(0)
+    module = afd_pair()
+    initial = all_weights(module)
+    trainer = tiny_trainer(
+        tmp_path,
+        strategy="ddp_spawn",  # find_unused_parameters=False: every parameter must take part in every step
+        devices=2,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        callbacks=[RecordWeightsPerRank(tmp_path), CyclicPairSchedule(steps_per_pair=1)],
+    )
+    trainer.fit(module, tiny_cifar(cifar_folder, batch_size=8))
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    assert torch.equal(ranks[0], ranks[1])
+    assert not torch.equal(ranks[0], initial)
+    torch.testing.assert_close(all_weights(module), ranks[0], rtol=0, atol=0)
+
+
+def test_exported_network_loads_as_a_teacher(tmp_path: Path) -> None:
+    module = DeepMutualLearning([create_model("resnet8", 10), create_model("resnet14", 10)])
+    path = module.export_network(1, tmp_path / "net1.pt")
+    teacher = create_model("resnet14", 10)
+    assert load_network_weights(teacher, path) == ""
+    kd = HintonKD(create_model("resnet8", 10), create_model("resnet14", 10), teacher_checkpoint=str(path))
+    images = torch.randn(2, 3, 32, 32)
+    module.eval()
+    torch.testing.assert_close(kd.teacher_logits(images), module.networks[1](images))
+    with pytest.raises(ValueError, match="index"):
+        module.export_network(2, tmp_path / "net2.pt")
+    assert not any(key.startswith("student.") for key in module.state_dict())
