@@ -23,23 +23,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from common import markdown_table, write_results
+from common import StepTimer, markdown_table, quiet_trainer, write_results
 
 from lit_kd.callbacks import BoundarySampleMining
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.methods import BSSDistillation, HintonKD, StudentModule, SupervisedModule, load_network_weights
 from lit_kd.models import create_model
-
-
-class StepTimer(pl.Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._start)
 
 
 def datamodule(args: argparse.Namespace) -> CIFAR10DataModule:
@@ -57,19 +46,6 @@ def build(method: str, args: argparse.Namespace) -> StudentModule:
     return method_class(student, teacher, teacher_checkpoint=args.teacher)
 
 
-def trainer(args: argparse.Namespace, **kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
-
-
 def step_times(args: argparse.Namespace) -> tuple[list[dict], dict]:
     best: dict[str, float] = {}
     mining_stats: dict[str, float] = {}
@@ -80,7 +56,7 @@ def step_times(args: argparse.Namespace) -> tuple[list[dict], dict]:
             callbacks: list[pl.Callback] = [timer]
             if method == "bss":  # a long schedule: the attack runs at full weight in the timed first epoch
                 callbacks.append(BoundarySampleMining(num_epochs=80))
-            run = trainer(args, max_epochs=1, max_steps=args.steps + 1, limit_val_batches=0, callbacks=callbacks)
+            run = quiet_trainer(max_epochs=1, max_steps=args.steps + 1, limit_val_batches=0, callbacks=callbacks)
             run.fit(build(method, args), datamodule(args))
             median = statistics.median(timer.times[1:])  # the first step warms up allocators
             best[method] = min(best.get(method, float("inf")), median)
@@ -101,7 +77,7 @@ def accuracy(args: argparse.Namespace) -> tuple[list[dict], dict]:
         for method in per_seed:
             pl.seed_everything(seed, verbose=False)
             module = build(method, args)
-            run = trainer(args, max_epochs=args.epochs, limit_val_batches=0)
+            run = quiet_trainer(max_epochs=args.epochs, limit_val_batches=0)
             data = datamodule(args)  # a fresh one per run: the same batches and augmentation for every method
             start = time.perf_counter()
             run.fit(module, data)
@@ -139,7 +115,7 @@ def main() -> None:
 
     teacher = create_model(args.teacher_arch, num_classes=10)
     load_network_weights(teacher, args.teacher)
-    teacher_top1 = 100 * trainer(args).test(SupervisedModule(teacher), datamodule(args), verbose=False)[0]["test/acc"]
+    teacher_top1 = 100 * quiet_trainer().test(SupervisedModule(teacher), datamodule(args), verbose=False)[0]["test/acc"]
     timing_rows, mining_stats = step_times(args)
     tables = [
         f"Step time, {args.teacher_arch} -> {args.student}, batch {args.batch_size}, BSS attacking "

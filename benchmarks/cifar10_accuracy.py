@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-from common import markdown_table, write_results
+from common import markdown_table, quiet_trainer, write_results
 
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.methods import HintonKD, StudentModule, SupervisedModule
@@ -23,16 +23,7 @@ from lit_kd.models import create_model
 
 def fit_and_test(module: StudentModule, args: argparse.Namespace, seed: int) -> tuple[float, float, pl.Trainer]:
     data = CIFAR10DataModule(args.data_dir, batch_size=128, eval_batch_size=500, subset_size=args.subset, seed=seed)
-    trainer = pl.Trainer(
-        accelerator="auto",
-        devices=1,
-        max_epochs=args.epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(max_epochs=args.epochs, limit_val_batches=0)
     start = time.perf_counter()
     trainer.fit(module, data)
     seconds = time.perf_counter() - start

@@ -7,13 +7,45 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning
+import lightning.pytorch as pl
 import torch
 
 RESULTS_DIR = Path(__file__).parent / "results"
+
+
+class StepTimer(pl.Callback):
+    """Wall time of each training step, from ``on_train_batch_start`` to ``on_train_batch_end``."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def quiet_trainer(**kwargs: Any) -> pl.Trainer:
+    """A ``Trainer`` for benchmarks: one device, no logger, checkpoints, progress bar, summary or sanity check."""
+    defaults: dict[str, Any] = dict(
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return pl.Trainer(**{**defaults, **kwargs})
 
 
 def environment() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import lightning
 import lightning.pytorch as pl
 import torch
+from common import quiet_trainer
 
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.methods import EnsembleDistillation, SeedEnsembleModule, SelfDistillation, SupervisedModule
@@ -30,16 +31,7 @@ from lit_kd.models import create_model
 
 def make_trainer(args: argparse.Namespace, root: Path) -> pl.Trainer:
     """CPU trainer without per-epoch validation (everything is evaluated once, on the test split, at the end)."""
-    return pl.Trainer(
-        accelerator="cpu",
-        max_epochs=args.epochs,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
+    return quiet_trainer(accelerator="cpu", max_epochs=args.epochs, limit_val_batches=0, default_root_dir=root)
 
 
 def fit_and_validate(
@@ -52,7 +44,7 @@ def fit_and_validate(
     start = time.perf_counter()
     make_trainer(args, root).fit(module, data)
     seconds = time.perf_counter() - start
-    evaluator = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    evaluator = quiet_trainer(accelerator="cpu")
     (metrics,) = evaluator.validate(evaluate or module, data, verbose=False)  # val_size=0: the test split
     metrics = {name: float(value) for name, value in metrics.items()}
     print(f"[{type(module).__name__}] trained in {seconds:.0f} s: {metrics}", flush=True)

@@ -17,7 +17,7 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from common import markdown_table, write_results
+from common import StepTimer, markdown_table, quiet_trainer, write_results
 
 from lit_kd.data import InMemoryImageDataModule, LabelledImages
 from lit_kd.methods import HintonKD, StudentModule, SupervisedModule
@@ -36,30 +36,9 @@ class RandomImages(InMemoryImageDataModule):
         return LabelledImages(images, torch.randint(0, 10, (2048,), generator=generator))
 
 
-class StepTimer(pl.Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._start)
-
-
 def trainer_step_seconds(module: StudentModule, args: argparse.Namespace) -> float:
     timer = StepTimer()
-    trainer = pl.Trainer(
-        accelerator="auto",
-        devices=1,
-        max_steps=args.steps + 2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[timer],
-    )
+    trainer = quiet_trainer(max_steps=args.steps + 2, limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, RandomImages(batch_size=args.batch_size, use_cache=False))
     return statistics.median(timer.times[2:])  # the first steps warm up allocators
 

@@ -15,45 +15,17 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import lightning
 import lightning.pytorch as pl
 import torch
+from common import StepTimer, quiet_trainer
 
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.data.base import LabelledImages
 from lit_kd.methods import DeepMutualLearning, OnlineAdversarialFeatureKD, SupervisedModule
 from lit_kd.models import create_model
-
-
-class StepTimer(pl.Callback):
-    """Wall time of each training step (batch start to batch end)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._start)
-
-
-def make_trainer(**kwargs: Any) -> pl.Trainer:
-    defaults: dict[str, Any] = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
-    return pl.Trainer(**{**defaults, **kwargs})
 
 
 def build(method: str, names: list[str]) -> list[pl.LightningModule]:
@@ -73,7 +45,7 @@ def test_accuracies(module: pl.LightningModule, datamodule: CIFAR10DataModule, t
     if test_size is not None and datamodule.test_set is not None:
         keep = torch.randperm(len(datamodule.test_set.targets), generator=torch.Generator().manual_seed(0))[:test_size]
         datamodule.test_set = LabelledImages(datamodule.test_set.images[keep], datamodule.test_set.targets[keep])
-    metrics = make_trainer().test(module, datamodule, verbose=False)[0]
+    metrics = quiet_trainer(accelerator="cpu").test(module, datamodule, verbose=False)[0]
     if isinstance(module, SupervisedModule):
         return [metrics["test/acc"]]
     return [metrics[f"test/net{index}/acc"] for index in range(module.num_networks)]
@@ -110,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
             pl.seed_everything(0)
             for index, module in enumerate(build(method, args.networks)):
                 timer = StepTimer()
-                trainer = make_trainer(max_steps=args.timing_steps + 3, limit_val_batches=0, callbacks=[timer])
+                trainer = quiet_trainer(
+                    accelerator="cpu", max_steps=args.timing_steps + 3, limit_val_batches=0, callbacks=[timer]
+                )
                 trainer.fit(module, datamodule(0))
                 if len(step_samples[method]) <= index:
                     step_samples[method].append([])
@@ -126,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             results: list[float] = []
             for module in build(method, args.networks):
                 data = datamodule(seed)
-                make_trainer(max_epochs=args.epochs, limit_val_batches=0).fit(module, data)
+                quiet_trainer(accelerator="cpu", max_epochs=args.epochs, limit_val_batches=0).fit(module, data)
                 results += test_accuracies(module, data, args.test_size)
             accuracy[method][seed] = results
             print(f"seed {seed} {method}: {results}", flush=True)
