@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, short: train a ResNet-56 teacher briefly on CIFAR-10, distil it into a ResNet-20 with Hinton KD,
-# and print the student's test accuracy. About 10 minutes on 2 CPU cores; use a GPU for real budgets.
+# and print the student's test accuracy. A pipeline demo, not an accuracy result: 10-20 minutes on 2 CPU cores
+# (the student reaches about 19%); use a GPU and the recipes' full budgets for real numbers.
 #
 #   bash scripts/quickstart.sh [CIFAR-10 ARCHIVE]
 #
