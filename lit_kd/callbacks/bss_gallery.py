@@ -8,42 +8,11 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
-from torch import Tensor
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
 from lit_kd.callbacks.bss import BoundarySampleMining, BoundarySamples
-
-
-def log_image(trainer: pl.Trainer, key: str, image: Image.Image, caption: str) -> int:
-    """Log ``image`` to every logger of ``trainer`` that takes images; returns how many took it.
-
-    Loggers with a ``log_image(key, images, step, caption=...)`` method (W&B) get it there; loggers whose
-    ``experiment`` has ``add_image`` (TensorBoard) get it there, with the caption through ``add_text``. Others
-    (CSV, ...) are skipped.
-    """
-    taken = 0
-    for logger in trainer.loggers:
-        if callable(getattr(logger, "log_image", None)):
-            logger.log_image(key=key, images=[image], step=trainer.global_step, caption=[caption])
-        elif callable(getattr(logger.experiment, "add_image", None)):
-            logger.experiment.add_image(key, pil_to_tensor(image), global_step=trainer.global_step)
-            if callable(getattr(logger.experiment, "add_text", None)):
-                logger.experiment.add_text(key, caption, global_step=trainer.global_step)
-        else:
-            continue
-        taken += 1
-    return taken
-
-
-def _to_unit_range(images: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> Tensor:
-    images = images.detach().float().cpu()
-    if mean is not None and std is not None:
-        shape = (1, -1, 1, 1)
-        return (images * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)).clamp(0, 1)
-    low = images.flatten(1).min(1).values.view(-1, 1, 1, 1)
-    high = images.flatten(1).max(1).values.view(-1, 1, 1, 1)
-    return (images - low) / (high - low).clamp_min(1e-12)
+from lit_kd.callbacks.gallery import log_image, to_unit_range
 
 
 def render_boundary_samples(
@@ -70,9 +39,9 @@ def render_boundary_samples(
     if len(samples) == 0:
         raise ValueError("render_boundary_samples: no samples to show")
     count = min(num_samples, len(samples))
-    originals = _to_unit_range(samples.originals[:count], mean, std)
-    boundary = _to_unit_range(samples.images[:count], mean, std)
-    perturbation = _to_unit_range((samples.images[:count] - samples.originals[:count]).abs(), None, None)
+    originals = to_unit_range(samples.originals[:count], mean, std)
+    boundary = to_unit_range(samples.images[:count], mean, std)
+    perturbation = to_unit_range((samples.images[:count] - samples.originals[:count]).abs(), None, None)
     rows = torch.cat([originals, boundary, perturbation])
     scale = max(1, -(-min_size // rows.shape[-1]))
     rows = F.interpolate(rows, scale_factor=scale, mode="nearest")
