@@ -13,16 +13,13 @@ top-1 on the 10,000 CIFAR-10 test images, all measured in this run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-import lightning
 import lightning.pytorch as pl
 import torch
-from common import quiet_trainer
+from common import quiet_trainer, write_results
 
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.methods import EnsembleDistillation, SeedEnsembleModule, SelfDistillation, SupervisedModule
@@ -61,7 +58,6 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription when shared)")
     parser.add_argument("--work_dir", default="/tmp/lit-kd-ensemble-bench", help="member checkpoints go here")
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "ensemble.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work_dir = Path(args.work_dir)
@@ -96,22 +92,21 @@ def main() -> None:
         ("ensemble distillation", ensemble_kd_metrics["val/acc"], f"student taught by the {args.members}-ensemble"),
         ("self-distillation", self_kd_metrics["val/acc"], "student taught by member 0 (born-again)"),
     ]
-    print(f"\nCIFAR-10 test top-1, {args.arch}, {args.subset_size} training images, {args.epochs} epochs each\n")
-    print("| network | test acc | vs single model | note |\n| --- | --- | --- | --- |")
-    for name, accuracy, note in rows:
-        print(f"| {name} | {accuracy:.4f} | {accuracy - single:+.4f} | {note} |")
-    result = {
-        "command": " ".join([sys.executable, *sys.argv]),
+    lines = [
+        f"CIFAR-10 test top-1, {args.arch}, {args.subset_size} training images, {args.epochs} epochs each",
+        "",
+        "| network | test acc | vs single model | note |",
+        "| --- | --- | --- | --- |",
+        *(f"| {name} | {accuracy:.4f} | {accuracy - single:+.4f} | {note} |" for name, accuracy, note in rows),
+    ]
+    payload = {
         "settings": vars(args),
-        "versions": {"torch": torch.__version__, "lightning": lightning.__version__},
         "test_accuracy": {name: accuracy for name, accuracy, _ in rows},
         "member_test_accuracy": member_accs,
         "member_mean_and_stdev": [statistics.mean(member_accs), statistics.pstdev(member_accs)],
         "train_seconds": {"seeds": seed_seconds, "ensemble_kd": ensemble_kd_seconds, "self_kd": self_kd_seconds},
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.output}")
+    write_results("ensemble", payload, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -12,15 +12,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from pathlib import Path
 
-import lightning
 import lightning.pytorch as pl
 import torch
-from common import StepTimer, quiet_trainer
+from common import StepTimer, quiet_trainer, write_results
 
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.data.base import LabelledImages
@@ -65,7 +62,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timing-rounds", type=int, default=3, help="rounds of timing, methods interleaved")
     parser.add_argument("--test-size", type=int, default=None, help="test on a seeded random subset (default: all)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", default="benchmarks/results/online.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = ["independent", "dml", "afd"]
@@ -121,24 +117,13 @@ def main(argv: list[str] | None = None) -> None:
             f"| {method} | {step_times[method] * 1000:.1f} | {ratios[method]:.2f} | " + " | ".join(cells) + " |"
         )
     table = "\n".join(lines)
-    print(table)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "command": " ".join([Path(sys.executable).name, *sys.argv]),
-                "settings": vars(args),
-                "step_time_s": step_times,
-                "step_time_ratio_to_separate": ratios,
-                "test_top1_per_seed": {m: {str(s): v for s, v in r.items()} for m, r in accuracy.items()},
-                "table": table,
-                "torch": torch.__version__,
-                "lightning": lightning.__version__,
-            },
-            indent=2,
-        )
-    )
+    payload = {
+        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        "step_time_s": step_times,
+        "step_time_ratio_to_separate": ratios,
+        "test_top1_per_seed": {m: {str(s): v for s, v in r.items()} for m, r in accuracy.items()},
+    }
+    write_results("online", payload, table)
 
 
 if __name__ == "__main__":

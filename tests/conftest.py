@@ -69,3 +69,25 @@ def tiny_imagenet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cache_dir(tmp_path: Path) -> Path:
     """A private decoded-image cache for one test."""
     return tmp_path / "cache"
+
+
+#: Ages of the generated UTKFace images: 20 in CcGAN's range [1, 60] and one (80) outside it.
+UTKFACE_AGES = (1, 2, 3, 5, 8, 10, 13, 16, 20, 24, 27, 30, 33, 36, 40, 44, 48, 52, 56, 60, 80)
+#: Generated names that break <age>_<gender>_<race>_<date>.jpg.chip.jpg: a missing field, as in the real release.
+UTKFACE_MALFORMED = ("61_1_20170109142408075.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg")
+
+
+@pytest.fixture(scope="session")
+def utkface_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """UTKFace in the official naming, 64x64: the ages of :data:`UTKFACE_AGES` plus two malformed names."""
+    root = tmp_path_factory.mktemp("utkface_data")
+    folder = root / "UTKFace"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(4)
+    for index, age in enumerate(UTKFACE_AGES):
+        name = f"{age}_{index % 2}_{index % 5}_20170104{index:09d}.jpg.chip.jpg"
+        write_jpeg(class_image(age, 64, generator), str(folder / name))
+    for name in UTKFACE_MALFORMED:
+        write_jpeg(class_image(0, 64, generator), str(folder / name))
+    (folder / "README.txt").write_text("not an image: ignored\n")
+    return root

@@ -39,11 +39,14 @@ EXPECTED_NAMES = [
     "wrn_16_2", "wrn_40_2", "wrn_16_4", "wrn_40_4", "wrn_28_10",
     "mobilenetv2",
     "vgg8", "vgg11", "vgg13",
+    "resnet18_8x", "resnet34_8x",
 ]  # fmt: skip
 
 
 def downsampling_factors(name: str) -> list[int]:
     """Input size divided by the spatial size of each feature map, per architecture family."""
+    if name.endswith("_8x"):
+        return [1, 1, 2, 4, 8]
     if name.startswith(("resnet", "wrn")):
         return [1, 1, 2, 4]
     if name == "mobilenetv2":

@@ -175,6 +175,25 @@ def test_discriminators_step_only_when_the_schedule_says_so(tmp_path: Path, cifa
     assert trainer.optimizers[0].param_groups[1]["initial_lr"] == 0.05
 
 
+def test_extra_discriminator_steps_move_only_the_discriminators(tmp_path: Path, cifar_folder: Path) -> None:
+    def run(steps_per_update: int) -> tuple[OnlineAdversarialFeatureKD, pl.Trainer]:
+        pl.seed_everything(0)
+        module = afd_pair(discriminator_lr=0.5)
+        schedule = DiscriminatorUpdateSchedule(steps_per_update=steps_per_update)
+        trainer = tiny_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0, callbacks=[schedule])
+        trainer.fit(module, tiny_cifar(cifar_folder))
+        return module, trainer
+
+    once, _ = run(1)
+    thrice, trainer = run(3)
+    assert trainer.global_step == 1  # extra discriminator steps do not count as training steps
+    assert torch.equal(all_weights(once.networks), all_weights(thrice.networks))
+    assert torch.equal(all_weights(once.adapters), all_weights(thrice.adapters))
+    assert not torch.equal(all_weights(once.discriminators), all_weights(thrice.discriminators))
+    with pytest.raises(ValueError, match="steps_per_update"):
+        DiscriminatorUpdateSchedule(steps_per_update=0)
+
+
 def test_l1_variant_has_no_discriminators_and_aligns_features() -> None:
     module = afd_pair(feature_loss="l1")
     assert module.discriminators is None and len(module.parameter_groups()) == 1
@@ -199,7 +218,11 @@ def test_afd_with_two_cpu_processes_keeps_every_parameter_in_sync(tmp_path: Path
         devices=2,
         limit_train_batches=3,
         limit_val_batches=0,
-        callbacks=[RecordWeightsPerRank(tmp_path), CyclicPairSchedule(steps_per_pair=1)],
+        callbacks=[
+            RecordWeightsPerRank(tmp_path),
+            CyclicPairSchedule(steps_per_pair=1),
+            DiscriminatorUpdateSchedule(steps_per_update=2),  # discriminator-only steps must stay in sync too
+        ],
     )
     trainer.fit(module, tiny_cifar(cifar_folder, batch_size=8))
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]

@@ -5,16 +5,18 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cgan_helpers import write_synthetic_set
 
 from lit_kd.cli import main
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml"))
-DATA_FIXTURES = {"cifar10": "cifar_folder", "tiny_imagenet": "tiny_imagenet_folder"}
+DATA_FIXTURES = {"cifar10": "cifar_folder", "tiny_imagenet": "tiny_imagenet_folder", "utkface": "utkface_folder"}
 
 
 def instantiate(config: dict):
@@ -27,12 +29,15 @@ def test_every_dataset_folder_of_recipes_has_data_for_its_test() -> None:
     assert {recipe.parent.name for recipe in RECIPES} <= set(DATA_FIXTURES)
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_recipe_runs_with_fast_dev_run(
-    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
-    data_dir = request.getfixturevalue(DATA_FIXTURES[recipe.parent.name])
-    monkeypatch.chdir(tmp_path)  # recipes write checkpoints/ and runs/ relative to the working directory
+#: The run length of :func:`recipe_args` by default: one training and one validation batch, loggers off.
+FAST_DEV_RUN = ("--trainer.fast_dev_run", "1")
+
+
+def recipe_args(recipe: Path, data_dir: Path, tmp_path: Path, run_length: Sequence[str] = FAST_DEV_RUN) -> list[str]:
+    """``lit-kd fit`` arguments running ``recipe`` on the generated data in ``data_dir`` for ``run_length``.
+
+    Teachers named by the recipe get random weights saved under ``tmp_path`` (the caching goes there too).
+    """
     args = [
         "fit",
         "--config",
@@ -43,8 +48,7 @@ def test_recipe_runs_with_fast_dev_run(
         "4",
         "--data.cache_dir",
         str(tmp_path / "cache"),
-        "--trainer.fast_dev_run",
-        "1",
+        *run_length,
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.enable_model_summary",
@@ -59,7 +63,20 @@ def test_recipe_runs_with_fast_dev_run(
         for member, path in zip(model_args["teachers"], paths, strict=True):
             torch.save(instantiate(member).state_dict(), path)
         args += ["--model.teacher_checkpoint", "null", "--model.teacher_checkpoints", f"[{','.join(map(str, paths))}]"]
-    main(args)
+    if "evaluation" in yaml.safe_load(recipe.read_text())["data"]["init_args"]:  # data-free: real data evaluates only
+        args = [arg.replace("--data.", "--data.evaluation.") if arg.endswith("_dir") else arg for arg in args]
+    if "synthetic_dir" in yaml.safe_load(recipe.read_text())["data"]["init_args"]:  # cGAN-KD stage 3: a tiny set
+        args += ["--data.synthetic_dir", str(write_synthetic_set(tmp_path / "synthetic", recipe.parent.name))]
+    return args
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_runs_with_fast_dev_run(
+    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    data_dir = request.getfixturevalue(DATA_FIXTURES[recipe.parent.name])
+    monkeypatch.chdir(tmp_path)  # recipes write checkpoints/ and runs/ relative to the working directory
+    main(recipe_args(recipe, data_dir, tmp_path))
 
 
 def test_python_dash_m_prints_the_resolved_config() -> None:
@@ -84,3 +101,28 @@ def test_unknown_method_fails_before_training(
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(recipe), "--model", "lit_kd.methods.NoSuchMethod"])
     assert "NoSuchMethod" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--model.teacher_checkpoint", "no/such/teacher.ckpt"], "no/such/teacher.ckpt"),
+        (["--model.teacher.init_args.num_classes", "100"], "does not fit CifarResNet"),
+        (
+            ["--model.teacher.init_args.num_classes", "100", "--model.teacher_checkpoint", "null"],
+            "outputs 100 classes but the data has 10",
+        ),
+        (["--model.student.init_args.num_classes", "7"], "outputs 7 classes but the data has 10"),
+    ],
+    ids=["missing teacher checkpoint", "checkpoint of another shape", "teacher class count", "student class count"],
+)
+def test_bad_recipe_overrides_fail_before_training(
+    override: list[str], message: str, tmp_path: Path, cifar_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = next(r for r in RECIPES if r.name == "kd_resnet56_resnet20.yaml")
+    args = recipe_args(recipe, cifar_folder, tmp_path, run_length=("--trainer.max_epochs", "1"))
+    with pytest.raises((ValueError, FileNotFoundError, SystemExit)) as failure:
+        main([*args, *override])
+    assert message in str(failure.value) or message in str(failure.value.__cause__)
+    assert not (tmp_path / "checkpoints").exists()  # nothing was trained, nothing was saved

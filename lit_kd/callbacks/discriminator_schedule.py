@@ -12,11 +12,13 @@ class DiscriminatorUpdateSchedule(Callback):
 
     A callback runs outside DDP's forward redirection and the autocast context, so it does not step optimisers
     itself: it sets the discriminators' learning rate at setup and answers :meth:`should_update` for each global
-    step; the module's ``training_step`` does the (single, DDP- and AMP-correct) optimiser step and leaves the
-    discriminators' parameters untouched on steps where this returns ``False``.
+    step and :attr:`steps_per_update`; the module's ``training_step`` does the DDP- and AMP-correct optimiser steps
+    and leaves the discriminators' parameters untouched on steps where :meth:`should_update` returns ``False``.
 
     Args:
         every_n_steps: update the discriminators every ``n``-th training step (1: every step, as in AFD).
+        steps_per_update: discriminator optimiser steps on each updating batch (1: the joint step only; ``k > 1``
+            adds ``k - 1`` discriminator-only steps on the same batch's features, like a GAN's ``n_critic``).
         start_step: first global step with an update (e.g. let the networks' features settle first).
         stop_step: no updates from this global step on (``None``: until the end).
         lr: discriminator learning rate; ``None`` keeps the module's ``discriminator_lr``.
@@ -28,15 +30,23 @@ class DiscriminatorUpdateSchedule(Callback):
     """
 
     def __init__(
-        self, every_n_steps: int = 1, start_step: int = 0, stop_step: int | None = None, lr: float | None = None
+        self,
+        every_n_steps: int = 1,
+        steps_per_update: int = 1,
+        start_step: int = 0,
+        stop_step: int | None = None,
+        lr: float | None = None,
     ) -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps}")
+        if steps_per_update < 1:
+            raise ValueError(f"steps_per_update must be a positive integer, got {steps_per_update}")
         if start_step < 0 or (stop_step is not None and stop_step < start_step):
             raise ValueError(f"need 0 <= start_step <= stop_step, got start_step={start_step}, stop_step={stop_step}")
         if lr is not None and lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.every_n_steps = every_n_steps
+        self.steps_per_update = steps_per_update
         self.start_step = start_step
         self.stop_step = stop_step
         self.lr = lr
@@ -60,4 +70,9 @@ class DiscriminatorUpdateSchedule(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The schedule is a function of the global step, which the trainer restores; saved for inspection."""
-        return {"every_n_steps": self.every_n_steps, "start_step": self.start_step, "stop_step": self.stop_step}
+        return {
+            "every_n_steps": self.every_n_steps,
+            "steps_per_update": self.steps_per_update,
+            "start_step": self.start_step,
+            "stop_step": self.stop_step,
+        }

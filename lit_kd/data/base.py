@@ -8,11 +8,14 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lit_kd.data.augmentation import normalize, random_crop_flip
+from lit_kd.data.fraction import fraction_indices
 from lit_kd.data.image_files import CorruptDatasetError, default_cache_dir
 from lit_kd.data.loader import InMemoryLoader, ShardedBatchSampler
+from lit_kd.data.synthetic import load_synthetic_set
 
 Split = Literal["train", "test"]
 
@@ -44,12 +47,19 @@ class InMemoryImageDataModule(LightningDataModule):
         val_size: held out from the training set for validation: a count, or a fraction in ``(0, 1)``. With 0,
             validation uses the test split (the common CIFAR practice; say so when you report numbers).
         subset_size: keep only this many training images (seeded random choice), for quick runs.
+        train_fraction: the limited-label setting: keep only this fraction, in ``(0, 1]``, of the training split
+            (seeded by ``seed``; the same fraction of every class for classification, a uniform draw for
+            regression; see :func:`~lit_kd.data.fraction.fraction_indices`). Applied first, so the validation split
+            and ``subset_size`` come out of the kept images. ``None`` keeps everything.
         seed: seed of the validation split, the subset, the shuffling and the augmentation.
         crop_padding: zero padding for the random crop (0 disables it).
         horizontal_flip: random horizontal flips during training.
         cache_dir: where decoded images are cached (default ``~/.cache/lit-kd``); ``None`` would disable it, set
             ``use_cache=False`` for that.
         use_cache: cache decoded image folders on disk.
+        synthetic_dir: a synthetic set written by cGAN-KD's stage 2 (:mod:`lit_kd.synthesis`), appended to the
+            training split after the options above (checked against this dataset's task, image size and labels by
+            :func:`~lit_kd.data.synthetic.load_synthetic_set`), so any method trains on real + synthetic images.
     """
 
     num_classes: ClassVar[int]
@@ -65,11 +75,13 @@ class InMemoryImageDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         val_size: int | float = 0,
         subset_size: int | None = None,
+        train_fraction: float | None = None,
         seed: int = 0,
         crop_padding: int = 4,
         horizontal_flip: bool = True,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
+        synthetic_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -78,15 +90,19 @@ class InMemoryImageDataModule(LightningDataModule):
             raise ValueError(f"val_size must be >= 0 (a count or a fraction in (0, 1)), got {val_size}")
         if subset_size is not None and subset_size < 1:
             raise ValueError(f"subset_size must be >= 1 or None, got {subset_size}")
+        if train_fraction is not None and not 0 < train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1] or None, got {train_fraction}")
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_size = val_size
         self.subset_size = subset_size
+        self.train_fraction = train_fraction
         self.seed = seed
         self.crop_padding = crop_padding
         self.horizontal_flip = horizontal_flip
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if use_cache else None
+        self.synthetic_dir = Path(synthetic_dir).expanduser() if synthetic_dir is not None else None
         self.train_set: LabelledImages | None = None
         self.val_set: LabelledImages | None = None
         self.test_set: LabelledImages | None = None
@@ -107,6 +123,9 @@ class InMemoryImageDataModule(LightningDataModule):
         """Load the splits needed for ``stage`` into memory (once) and check them."""
         if stage in ("fit", "validate", None) and self.train_set is None:
             train = self._checked(self.load_split("train"), "train")
+            if self.train_fraction is not None:
+                kept = fraction_indices(train.targets, self.train_fraction, self.seed, self.task == "classification")
+                train = LabelledImages(train.images[kept], train.targets[kept])
             generator = torch.Generator().manual_seed(self.seed)
             order = torch.randperm(len(train.targets), generator=generator)
             num_val = self._num_val(len(order))
@@ -117,7 +136,7 @@ class InMemoryImageDataModule(LightningDataModule):
                 order = order[: self.subset_size]
             if num_val or self.subset_size is not None:
                 train = LabelledImages(train.images[order], train.targets[order])
-            self.train_set = train
+            self.train_set = self._with_synthetic(train) if self.synthetic_dir is not None else train
         if self.test_set is None and (stage in ("test", None) or (self.val_set is None and stage != "predict")):
             self.test_set = self._checked(self.load_split("test"), "test")
         if self.val_set is None:
@@ -144,12 +163,25 @@ class InMemoryImageDataModule(LightningDataModule):
                 f"{type(self).__name__} {name} split under {self.data_dir}: {len(images)} images and "
                 f"{len(targets)} targets (expected equal, non-zero counts)"
             )
+        if self.task == "regression" and (not targets.is_floating_point() or not targets.isfinite().all()):
+            problem = "non-finite values" if targets.is_floating_point() else f"dtype {targets.dtype}"
+            raise CorruptDatasetError(
+                f"{type(self).__name__} {name} split under {self.data_dir}: regression targets must be finite "
+                f"floats (scaled to [0, 1]), got {problem}"
+            )
         if self.task == "classification" and (targets.min() < 0 or targets.max() >= self.num_classes):
             raise CorruptDatasetError(
                 f"{type(self).__name__} {name} split under {self.data_dir}: labels span "
                 f"[{int(targets.min())}, {int(targets.max())}], expected [0, {self.num_classes - 1}]"
             )
         return split
+
+    def _with_synthetic(self, train: LabelledImages) -> LabelledImages:
+        """``train`` followed by the synthetic set under ``synthetic_dir`` (checked against this dataset)."""
+        synthetic = load_synthetic_set(self.synthetic_dir, self.image_size, self.task, self.num_classes)
+        rank_zero_info(f"{type(self).__name__}: {len(train.targets)} real + {len(synthetic.targets)} synthetic images")
+        images, targets = torch.cat([train.images, synthetic.images]), torch.cat([train.targets, synthetic.targets])
+        return LabelledImages(images, targets)
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is None:

@@ -8,8 +8,10 @@ from lit_kd.losses.afd import (
     l1_alignment_loss,
 )
 from lit_kd.losses.attention_transfer import attention_map, attention_transfer_loss
+from lit_kd.losses.dfad import logit_discrepancy
 from lit_kd.losses.dml import all_pairs, mutual_kl, ring_pairs
 from lit_kd.losses.fitnets import ConvRegressor, hint_loss
+from lit_kd.losses.gan import hinge_discriminator_loss, hinge_generator_loss, sample_vicinal_batch, vicinal_weights
 from lit_kd.losses.kd import soft_cross_entropy, soft_target_kl
 
 __all__ = [
@@ -21,10 +23,15 @@ __all__ = [
     "attention_transfer_loss",
     "discriminator_loss",
     "generator_loss",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
     "hint_loss",
     "l1_alignment_loss",
+    "logit_discrepancy",
     "mutual_kl",
     "ring_pairs",
+    "sample_vicinal_batch",
     "soft_cross_entropy",
     "soft_target_kl",
+    "vicinal_weights",
 ]

@@ -5,6 +5,8 @@ from lit_kd.methods.ama import ActivationMapAdaptation
 from lit_kd.methods.attention_transfer import AttentionTransfer
 from lit_kd.methods.base import DistillationModule, StudentModule, default_optimizer
 from lit_kd.methods.bss import BSSDistillation
+from lit_kd.methods.cgan import ConditionalGAN
+from lit_kd.methods.dfad import DataFreeAdversarialDistillation
 from lit_kd.methods.dml import DeepMutualLearning
 from lit_kd.methods.ensemble import EnsembleDistillation, LogitEnsemble
 from lit_kd.methods.fitnets import FitNets
@@ -19,6 +21,8 @@ __all__ = [
     "ActivationMapAdaptation",
     "AttentionTransfer",
     "BSSDistillation",
+    "ConditionalGAN",
+    "DataFreeAdversarialDistillation",
     "DeepMutualLearning",
     "DistillationModule",
     "EnsembleDistillation",

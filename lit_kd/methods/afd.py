@@ -30,15 +30,16 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
     ``T`` are :class:`~lit_kd.losses.afd.FeatureAdapter` s (1x1 conv + pooling) where channels or sizes
     differ. ``feature_loss="l1"`` replaces the adversarial term by direct L1 alignment (the paper's comparison).
 
-    One backward pass and one optimiser step per batch, with the discriminators as their own parameter group: the
+    One joint backward pass and optimiser step per batch, with the discriminators as their own parameter group: the
     networks' adversarial term scores features with detached discriminator parameters, the discriminator term
     scores detached features, so each gradient reaches only its own side, every parameter takes part in every
     backward pass (DDP needs no ``find_unused_parameters``) and a single ``GradScaler`` step serves AMP. The paper
     alternates separate updates (logit step, discriminator step, slower adversarial step); here the networks and the
     discriminators move simultaneously and ``adversarial_weight`` plays the role of the slower adversarial rate.
     :class:`~lit_kd.callbacks.DiscriminatorUpdateSchedule` decides when the discriminators step and at what rate;
-    on other steps their gradients are dropped before the optimiser step. Trainer-level gradient clipping and
-    accumulation are refused (manual optimisation).
+    on other steps their gradients are dropped before the optimiser step, and with ``steps_per_update = k`` the
+    discriminators take ``k - 1`` more steps on the batch's detached feature maps after the joint step.
+    Trainer-level gradient clipping and accumulation are refused (manual optimisation).
 
     Args:
         networks: zoo networks (:class:`~lit_kd.models.FeatureNet`), e.g. a small and a large one.
@@ -92,13 +93,20 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
             )
         return groups
 
+    def map_features(self, features: list[Tensor]) -> list[Tensor]:
+        """Each network's feature map through its adapter, pooled to the smallest spatial size among them."""
+        size = min(min(f.shape[-2:]) for f in features)
+        return [adapter(f, size) for adapter, f in zip(self.adapters, features, strict=True)]
+
     def feature_losses(self, features: list[Tensor], pairs: list[tuple[int, int]]) -> dict[str, Tensor]:
-        """The networks' adversarial (or L1) term and the discriminators' term, summed over the ring pairs.
+        """The networks' adversarial (or L1) term and the discriminators' term, summed over the ring pairs."""
+        return self.adversarial_terms(self.map_features(features), pairs)
+
+    def adversarial_terms(self, mapped: list[Tensor], pairs: list[tuple[int, int]]) -> dict[str, Tensor]:
+        """:meth:`feature_losses` on adapted feature maps.
 
         Pairs not in ``pairs`` are computed with weight 0, so that every parameter is used in every step under DDP.
         """
-        size = min(min(f.shape[-2:]) for f in features)
-        mapped = [adapter(f, size) for adapter, f in zip(self.adapters, features, strict=True)]
         network_term, discriminator_term = mapped[0].new_zeros(()), mapped[0].new_zeros(())
         for student, mentor in ring_pairs(self.num_networks):
             weight = 1.0 if (student, mentor) in pairs else 0.0
@@ -114,30 +122,69 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         return {"adversarial": network_term, "discriminator": discriminator_term}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Losses of every network and discriminator, one backward pass, one optimiser step."""
+        """Losses of every network and discriminator, one joint optimiser step, then any extra discriminator steps."""
         images, targets = batch
         outputs = [network.forward_features(images) for network in self.networks]
         logits = [output.logits for output in outputs]
         pairs = self.active_pairs()
         losses = self.mutual_losses(logits, targets, pairs)
-        losses.update(self.feature_losses([output.features[self.feature_index] for output in outputs], pairs))
+        mapped = self.map_features([output.features[self.feature_index] for output in outputs])
+        losses.update(self.adversarial_terms(mapped, pairs))
         losses["loss"] = losses["loss"] + self.adversarial_weight * losses["adversarial"] + losses["discriminator"]
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(losses["loss"])
-        self.drop_idle_gradients(pairs)
+        update = self.discriminators_update_now()
+        self.drop_idle_gradients(pairs, networks=False, discriminators=not update)
         optimizer.step()
+        if update and self.discriminator_schedule is not None:
+            self.discriminator_only_steps(
+                [m.detach() for m in mapped], pairs, self.discriminator_schedule.steps_per_update - 1
+            )
         self.step_schedulers("step")
         self.log_loss_terms(losses, "train", batch_size=len(targets))
         self.log_network_metrics("train", logits, targets)
 
-    def drop_idle_gradients(self, pairs: list[tuple[int, int]]) -> None:
-        """Discard the (zero-weighted or unscheduled) gradients of idle adapters and discriminators."""
+    def discriminators_update_now(self) -> bool:
+        """Whether the discriminators step on this batch (always, without a schedule)."""
+        return self.discriminators is not None and (
+            self.discriminator_schedule is None or self.discriminator_schedule.should_update(self.global_step)
+        )
+
+    def discriminator_only_steps(self, mapped: list[Tensor], pairs: list[tuple[int, int]], count: int) -> None:
+        """``count`` more discriminator steps on this batch's detached, adapted feature maps.
+
+        Lightning re-arms DDP's gradient reduction before every ``manual_backward``, and DDP then expects a gradient
+        for every parameter: the networks and adapters enter the loss with weight 0 and their (zero) gradients are
+        dropped before the step. The step goes to the wrapped optimiser (through the AMP scaler if there is one), so
+        ``global_step`` keeps counting batches and every step-keyed schedule keeps its meaning.
+        """
+        optimizer = self.optimizers()
+        others = [*self.networks.parameters(), *self.adapters.parameters()]
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        for _ in range(count):
+            optimizer.zero_grad()
+            loss = self.adversarial_terms(mapped, pairs)["discriminator"]
+            self.manual_backward(loss + 0.0 * sum(parameter.sum() for parameter in others))
+            self.drop_idle_gradients(pairs, networks=True, discriminators=False)
+            if scaler is None:
+                optimizer.optimizer.step()
+            else:
+                scaler.step(optimizer.optimizer)
+                scaler.update()
+
+    def drop_idle_gradients(self, pairs: list[tuple[int, int]], networks: bool, discriminators: bool) -> None:
+        """Discard gradients that must not move anything this step.
+
+        Always those of idle adapters and discriminators (networks that are no student in ``pairs``); also those of
+        every network and adapter if ``networks``, and of every discriminator if ``discriminators``.
+        """
         students = {student for student, _ in pairs}
-        update = self.discriminator_schedule is None or self.discriminator_schedule.should_update(self.global_step)
         for index in range(self.num_networks):
-            idle: list[nn.Module] = [] if index in students else [self.adapters[index]]
-            if self.discriminators is not None and (index not in students or not update):
+            idle: list[nn.Module] = [self.networks[index], self.adapters[index]] if networks else []
+            if index not in students:
+                idle.append(self.adapters[index])
+            if self.discriminators is not None and (index not in students or discriminators):
                 idle.append(self.discriminators[index])
             for parameter in (p for module in idle for p in module.parameters()):
                 parameter.grad = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +18,57 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_kd.methods.regression import regression_loss, regression_metrics
 from lit_kd.methods.weights import load_network_weights
 
 
 def default_optimizer(parameters: Any) -> Optimizer:
     """SGD, lr 0.1, momentum 0.9 (Nesterov), weight decay 5e-4: the usual CIFAR ResNet/WRN recipe."""
     return SGD(parameters, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+
+
+def reseed_for_batch(base_seed: int, epoch: int, batch_idx: int, rank: int) -> None:
+    """Reseed torch from ``(seed, epoch, batch, rank)``: a run resumed mid-epoch then draws the same random numbers.
+
+    Every lit-kd module calls this in ``on_train_batch_start`` with ``base_seed = torch.initial_seed()`` taken in
+    ``on_fit_start`` (:class:`StudentModule` and modules that are not students, such as
+    :class:`~lit_kd.methods.ConditionalGAN`).
+    """
+    seed = ((base_seed * 1_000_003 + epoch) * 1_000_003 + batch_idx) * 4099 + rank
+    torch.manual_seed(seed % (2**63))
+
+
+def broadcast_buffers(module: LightningModule) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) of ``module`` to every rank.
+
+    DDP does this before each forward pass, except under Lightning's manual optimisation, which turns DDP's
+    bookkeeping off (``require_backward_grad_sync``) and with it the buffer broadcast: ranks would then drift apart,
+    each with the statistics of its own shard. Manual-optimisation modules call this from their batch-start,
+    validation-start and train-end hooks (:class:`StudentModule` does). Does nothing on a single process.
+    """
+    if module._trainer is None or module.trainer.world_size < 2 or not torch.distributed.is_initialized():
+        return
+    for buffer in module.buffers():
+        torch.distributed.broadcast(buffer, src=0)
+
+
+def stop_on_non_finite_loss(module: LightningModule, loss: Tensor) -> None:
+    """Raise ``FloatingPointError`` naming the method, step and batch if ``loss`` is NaN or infinite.
+
+    Called from ``on_before_backward``, which every backward pass goes through (automatic and manual optimisation
+    alike), so no optimiser step is taken with the bad loss. Under DDP the ranks agree first (one boolean
+    all-reduce), so all of them stop together instead of waiting on each other.
+    """
+    finite = bool(torch.isfinite(loss.detach()).all())
+    if module._trainer is not None:
+        finite = module.trainer.strategy.reduce_boolean_decision(finite, all=True)
+    if not finite:
+        raise FloatingPointError(
+            f"{type(module).__name__}: the training loss is not finite (NaN or inf; this rank's value: "
+            f"{loss.detach().float().cpu().tolist()}) at global step {module.global_step} (epoch "
+            f"{module.current_epoch}, batch {getattr(module, '_batch_idx', '?')}); training stopped before the "
+            "weights were updated with it. Lower the learning rate, check the data, or clip gradients."
+        )
 
 
 class StudentModule(LightningModule):
@@ -33,6 +78,11 @@ class StudentModule(LightningModule):
     owns logging (``train/``, ``val/``, ``test/`` prefixes), top-1/top-5 accuracy, the optimiser and the
     learning-rate schedule, the check that the networks' outputs match the data's number of classes, and
     per-batch reseeding so that a run resumed from a checkpoint draws the same random numbers.
+
+    The task comes from the DataModule's ``task`` at setup (see :meth:`resolve_task`): for ``"regression"``
+    (targets scaled to ``[0, 1]``, networks with one output) the metrics are MAE and RMSE in the data's units and
+    :meth:`task_loss` is MSE. A method declares the tasks it can train in :attr:`supported_tasks` (classification
+    only by default; setup refuses others with an error naming the method).
 
     Args:
         student: the network being trained (any ``nn.Module`` returning logits ``[B, num_classes]``).
@@ -45,6 +95,9 @@ class StudentModule(LightningModule):
     #: Constructor arguments kept out of ``hparams`` (networks and factories): checkpoints then hold only plain
     #: values and load with ``weights_only=True``; pass these again to ``load_from_checkpoint``.
     hparams_ignore: tuple[str, ...] = ("student", "teacher", "optimizer", "lr_scheduler")
+    #: Tasks (the DataModule's ``task``) this method can train on; setup refuses others. A method whose losses all
+    #: go through :meth:`task_loss` (e.g. :class:`~lit_kd.methods.SupervisedModule`) adds ``"regression"``.
+    supported_tasks: ClassVar[tuple[str, ...]] = ("classification",)
 
     def __init__(
         self,
@@ -59,6 +112,8 @@ class StudentModule(LightningModule):
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.task = "classification"  # resolved from the DataModule at setup, with target_scale
+        self.target_scale = 1.0
         self.train_metrics: MetricCollection | None = None
         self.val_metrics: MetricCollection | None = None
         self.test_metrics: MetricCollection | None = None
@@ -66,8 +121,9 @@ class StudentModule(LightningModule):
 
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        """Resolve ``num_classes`` from the DataModule, check the networks against it and build the metrics."""
+        """Resolve ``task`` and ``num_classes`` from the DataModule, check the networks, build the metrics."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self.resolve_task(datamodule)
         data_classes = getattr(datamodule, "num_classes", None)
         if self.num_classes is None:
             if data_classes is None:
@@ -85,6 +141,36 @@ class StudentModule(LightningModule):
             self.train_metrics = self.configure_metrics("train/")
             self.val_metrics = self.train_metrics.clone(prefix="val/")
             self.test_metrics = self.train_metrics.clone(prefix="test/")
+
+    def resolve_task(self, datamodule: Any) -> None:
+        """Take ``task`` (and for regression ``target_scale``) from the DataModule; refuse an unsupported task.
+
+        A DataModule without ``task`` means classification; without a DataModule, ``self.task`` and
+        ``self.target_scale`` stay as they are (``"classification"`` and 1 unless set by hand).
+
+        Raises:
+            ValueError: this method's :attr:`supported_tasks` do not include the task, or a regression DataModule
+                has no ``target_scale``.
+        """
+        if datamodule is not None:
+            self.task = getattr(datamodule, "task", "classification")
+            if self.task == "regression":
+                target_scale = getattr(datamodule, "target_scale", None)
+                if target_scale is None:
+                    raise ValueError(
+                        f"{type(datamodule).__name__} has task='regression' but no target_scale (the factor that "
+                        "turns its [0, 1] targets back into the data's units)"
+                    )
+                self.target_scale = float(target_scale)
+        if self.task not in self.supported_tasks:
+            source = "set on the module"
+            if datamodule is not None:
+                source = f"{type(datamodule).__name__} is a {self.task} dataset"
+            hint = "; use lit_kd.methods.SupervisedModule for regression" if self.task == "regression" else ""
+            raise ValueError(
+                f"{type(self).__name__} supports only {' and '.join(self.supported_tasks)}, not {self.task!r} "
+                f"({source}){hint}"
+            )
 
     def networks_to_check(self) -> dict[str, nn.Module]:
         """Networks whose output size must equal ``num_classes`` (checked once at setup)."""
@@ -111,7 +197,13 @@ class StudentModule(LightningModule):
                 )
 
     def configure_metrics(self, prefix: str) -> MetricCollection:
-        """Top-1 and top-5 accuracy (micro-averaged, i.e. the fraction of correct samples)."""
+        """Top-1 and top-5 accuracy (micro-averaged: the fraction of correct samples); MAE and RMSE for regression.
+
+        Regression metrics are in the data's units (predictions and targets times ``target_scale``, e.g. years):
+        see :func:`~lit_kd.methods.regression.regression_metrics`.
+        """
+        if self.task == "regression":
+            return regression_metrics(prefix, self.target_scale)
         return MetricCollection(
             {
                 "acc": MulticlassAccuracy(self.num_classes, top_k=1, average="micro"),
@@ -136,8 +228,24 @@ class StudentModule(LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Reseed torch from ``(seed, epoch, batch, rank)`` so that random draws survive a resume unchanged."""
-        seed = ((self._base_seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx) * 4099 + self.global_rank
-        torch.manual_seed(seed % (2**63))
+        reseed_for_batch(self._base_seed, self.current_epoch, batch_idx, self.global_rank)
+        self._batch_idx = batch_idx
+        if not self.automatic_optimization:
+            broadcast_buffers(self)
+
+    def on_validation_start(self) -> None:
+        """Evaluate every rank with rank 0's buffers (manual optimisation; DDP does it for automatic)."""
+        if not self.automatic_optimization:
+            broadcast_buffers(self)
+
+    def on_train_end(self) -> None:
+        """Leave every rank with rank 0's buffers (manual optimisation; DDP does it for automatic)."""
+        if not self.automatic_optimization:
+            broadcast_buffers(self)
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        """Stop before a NaN or infinite loss reaches the weights (see :func:`stop_on_non_finite_loss`)."""
+        stop_on_non_finite_loss(self, loss)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Compute the method's losses, log them and the training metrics, return the loss to optimise."""
@@ -166,18 +274,29 @@ class StudentModule(LightningModule):
         metrics.update(logits, targets)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
 
+    def task_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The supervised loss of the data's task, used for evaluation and by :class:`SupervisedModule`.
+
+        Cross-entropy for classification; for regression, the mean squared error between the squeezed ``[B, 1]``
+        outputs and the targets scaled to ``[0, 1]`` (the loss of the cGAN-KD regression CNNs:
+        :func:`~lit_kd.methods.regression.regression_loss`). Override it to change both.
+        """
+        if self.task == "regression":
+            return regression_loss(outputs, targets)
+        return F.cross_entropy(outputs, targets)
+
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, targets = batch
         logits = self(images)
-        self.log_loss_terms({"loss": F.cross_entropy(logits, targets)}, stage, batch_size=len(targets))
+        self.log_loss_terms({"loss": self.task_loss(logits, targets)}, stage, batch_size=len(targets))
         self.update_and_log_metrics(stage, logits, targets)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Cross-entropy and accuracy of the student on a validation batch."""
+        """Task loss (cross-entropy or MSE) and metrics of the student on a validation batch."""
         self._evaluation_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Cross-entropy and accuracy of the student on a test batch."""
+        """Task loss (cross-entropy or MSE) and metrics of the student on a test batch."""
         self._evaluation_step(batch, "test")
 
     # ---------------------------------------------------------------------------------------- optimisation

@@ -7,18 +7,27 @@ feature-based distillation methods need no hooks. Build one by class (e.g. from 
 """
 
 from lit_kd.models.base import FeatureNet, FeatureOutput
+from lit_kd.models.gan import ConditionalGenerator, LabelEmbedding, ProjectionDiscriminator
+from lit_kd.models.generators import DCGANGenerator, DFADGenerator
 from lit_kd.models.mobilenetv2 import MobileNetV2
 from lit_kd.models.registry import available_models, create_model
 from lit_kd.models.resnet_cifar import CifarResNet
+from lit_kd.models.resnet_imagenet_style import ImageNetStyleResNet
 from lit_kd.models.vgg import VGG
 from lit_kd.models.wrn import WideResNet
 
 __all__ = [
     "VGG",
     "CifarResNet",
+    "ConditionalGenerator",
+    "DCGANGenerator",
+    "DFADGenerator",
     "FeatureNet",
     "FeatureOutput",
+    "LabelEmbedding",
+    "ImageNetStyleResNet",
     "MobileNetV2",
+    "ProjectionDiscriminator",
     "WideResNet",
     "available_models",
     "create_model",

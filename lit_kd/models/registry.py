@@ -8,6 +8,7 @@ from typing import Any
 from lit_kd.models.base import FeatureNet
 from lit_kd.models.mobilenetv2 import MobileNetV2
 from lit_kd.models.resnet_cifar import CifarResNet
+from lit_kd.models.resnet_imagenet_style import ImageNetStyleResNet
 from lit_kd.models.vgg import VGG
 from lit_kd.models.wrn import WideResNet
 
@@ -32,6 +33,7 @@ _REGISTRY: dict[str, _ModelSpec] = {
     },
     "mobilenetv2": _ModelSpec(MobileNetV2),
     **{f"vgg{depth}": _ModelSpec(VGG, {"depth": depth}) for depth in (8, 11, 13)},
+    **{f"resnet{depth}_8x": _ModelSpec(ImageNetStyleResNet, {"depth": depth}) for depth in (18, 34)},
 }
 
 
