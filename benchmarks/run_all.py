@@ -24,8 +24,8 @@ from common import RESULTS_DIR, environment
 
 BENCHMARKS_DIR = Path(__file__).parent
 
-#: Benchmark name -> its arguments; ``{data}`` and ``{teacher}`` are filled from this script's options. Budgets are
-#: each script's own defaults (the ones behind the figures in the issues' closing notes).
+#: Benchmark name -> its arguments; ``{data}``, ``{teacher}`` and ``{utkface_teacher}`` are filled from this script's
+#: options. Budgets are each script's own defaults (the ones behind the figures in the issues' closing notes).
 BENCHMARKS: dict[str, list[str]] = {
     "data_pipeline": ["--data-dir", "{data}"],
     "kd_step_time": [],
@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "online": ["--data-dir", "{data}"],
     "ensemble": ["--data_dir", "{data}"],
     "dfad": ["--data-dir", "{data}", "--teacher", "{teacher}"],
-    "cgan_kd": ["--data-dir", "{data}", "--teacher", "{teacher}"],
+    "cgan_kd": ["--data-dir", "{data}", "--teacher", "{teacher}", "--utkface-teacher", "{utkface_teacher}"],
 }
 
 
@@ -85,6 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(Path("~/.cache/lit-kd").expanduser()), help="holds cifar10/ etc.")
     parser.add_argument("--teacher", default="/tmp/lit-kd-bench/teacher_resnet20.ckpt", help="CIFAR-10 teacher")
+    parser.add_argument(
+        "--utkface-teacher", default="/tmp/lit-kd-bench/utkface_teacher.ckpt", help="UTKFace age teacher (ResNet-8)"
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each benchmark")
     parser.add_argument("--collect-only", action="store_true", help="run nothing, only gather the result files")
@@ -94,7 +97,8 @@ def main() -> None:
     runs: dict[str, dict[str, object]] = {}
     if not args.collect_only:
         for name in names:
-            arguments = [a.format(data=args.data_dir, teacher=args.teacher) for a in BENCHMARKS[name]]
+            values = dict(data=args.data_dir, teacher=args.teacher, utkface_teacher=args.utkface_teacher)
+            arguments = [argument.format(**values) for argument in BENCHMARKS[name]]
             print(f"running {name} ...", flush=True)
             runs[name] = run_benchmark(name, arguments, args.threads)
             print(f"  {runs[name]['status']} in {runs[name]['seconds']:.0f} s", flush=True)
