@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,42 @@ def train_student(data: InMemoryImageDataModule, num_outputs: int, steps: int, r
     return {"train images": len(data.train_set.targets), "train time (s)": round(seconds, 1), **result}
 
 
+def synthesize_and_compare(
+    data: Callable[..., InMemoryImageDataModule],
+    gan_checkpoint: Path,
+    teacher: torch.nn.Module,
+    teacher_checkpoint: Path,
+    output_dir: Path,
+    filter_options: dict[str, Any],
+    student: dict[str, Any],
+) -> tuple[list[dict], dict]:
+    """Stage 2 (filter with the teacher), then stage 3 on real only vs real + synthetic: one row each.
+
+    ``student`` holds the stage-3 settings: ``label`` (the dataset's name in the printout), ``real_name``,
+    ``num_outputs``, ``steps``, ``batch_size``, ``regression`` and the reported metric as ``metric`` (the test key)
+    and ``column``.
+    """
+    start = time.perf_counter()
+    directory = run(
+        str(gan_checkpoint), teacher, str(teacher_checkpoint), data(), str(output_dir), device="cpu", **filter_options
+    )
+    synthesis_seconds = time.perf_counter() - start
+    counts = load_synthetic_set(directory).provenance["counts"]
+    print(f"{student['label']} synthetic set: {counts['kept']} of {counts['generated']} kept", flush=True)
+    rows = []
+    for name, synthetic in ((student["real_name"], None), ("real + filtered synthetic", directory)):
+        result = train_student(
+            data(batch_size=student["batch_size"], synthetic_dir=synthetic),
+            student["num_outputs"],
+            student["steps"],
+            student["regression"],
+        )
+        rows.append({"training data": name, **{k: result[k] for k in ("train images", "train time (s)")}})
+        rows[-1][student["column"]] = result[student["metric"]] * student.get("metric_scale", 1)
+        print(f"{student['label']} student, {name}: {rows[-1]}", flush=True)
+    return rows, {"synthesis_seconds": round(synthesis_seconds, 1), "synthetic_counts": counts}
+
+
 def cifar10(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     def data(**kwargs: Any) -> CIFAR10DataModule:
         return CIFAR10DataModule(args.data_dir, train_fraction=0.1, eval_batch_size=500, **kwargs)
@@ -95,29 +132,26 @@ def cifar10(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     gan_data = data(batch_size=args.gan_batch_size, crop_padding=0)
     gan = train_gan(gan_data, 10, args.gan_steps, args.gan_channels, args, work / "cifar10_gan.ckpt")
     save_samples(work / "cifar10_gan.ckpt", torch.arange(10).repeat_interleave(8), work / "cifar10_samples.png")
-    teacher = create_model(args.teacher_arch, num_classes=10)
-    start = time.perf_counter()
-    directory = run(
-        str(work / "cifar10_gan.ckpt"),
-        teacher,
-        str(args.teacher),
-        data(),
-        str(work / "cifar10_synthetic"),
-        per_label=args.per_label,
-        min_confidence=args.min_confidence,
-        device="cpu",
+    rows, details = synthesize_and_compare(
+        data,
+        work / "cifar10_gan.ckpt",
+        create_model(args.teacher_arch, num_classes=10),
+        args.teacher,
+        work / "cifar10_synthetic",
+        {"per_label": args.per_label, "min_confidence": args.min_confidence},
+        {
+            "label": "CIFAR-10",
+            "real_name": "real only (10% labels)",
+            "num_outputs": 10,
+            "steps": args.student_steps,
+            "batch_size": 128,
+            "regression": False,
+            "metric": "test/acc",
+            "metric_scale": 100,
+            "column": "test top-1 (%)",
+        },
     )
-    synthesis_seconds = time.perf_counter() - start
-    counts = load_synthetic_set(directory).provenance["counts"]
-    print(f"CIFAR-10 synthetic set: {counts['kept']} of {counts['generated']} kept", flush=True)
-    rows = []
-    for name, synthetic in (("real only (10% labels)", None), ("real + filtered synthetic", directory)):
-        result = train_student(data(batch_size=128, synthetic_dir=synthetic), 10, args.student_steps, False)
-        rows.append({"training data": name, **{k: result[k] for k in ("train images", "train time (s)")}})
-        rows[-1]["test top-1 (%)"] = 100 * result["test/acc"]
-        print(f"CIFAR-10 student, {name}: {rows[-1]}", flush=True)
-    details = {"gan": gan, "synthesis_seconds": round(synthesis_seconds, 1), "synthetic_counts": counts}
-    return rows, details
+    return rows, {"gan": gan, **details}
 
 
 def utkface(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
@@ -129,29 +163,25 @@ def utkface(args: argparse.Namespace, work: Path) -> tuple[list[dict], dict]:
     save_samples(
         work / "utkface_gan.ckpt", torch.linspace(0.1, 1.0, 8).repeat_interleave(8), work / "utkface_samples.png"
     )
-    teacher = create_model(args.utkface_teacher_arch, num_classes=1)
-    start = time.perf_counter()
-    directory = run(
-        str(work / "utkface_gan.ckpt"),
-        teacher,
-        str(args.utkface_teacher),
-        data(),
-        str(work / "utkface_synthetic"),
-        per_label=args.utkface_per_label,
-        tolerance=args.tolerance,
-        device="cpu",
+    rows, details = synthesize_and_compare(
+        data,
+        work / "utkface_gan.ckpt",
+        create_model(args.utkface_teacher_arch, num_classes=1),
+        args.utkface_teacher,
+        work / "utkface_synthetic",
+        {"per_label": args.utkface_per_label, "tolerance": args.tolerance},
+        {
+            "label": "UTKFace",
+            "real_name": "real only",
+            "num_outputs": 1,
+            "steps": args.utkface_student_steps,
+            "batch_size": 64,
+            "regression": True,
+            "metric": "test/mae",
+            "column": "test MAE (years)",
+        },
     )
-    synthesis_seconds = time.perf_counter() - start
-    counts = load_synthetic_set(directory).provenance["counts"]
-    print(f"UTKFace synthetic set: {counts['kept']} of {counts['generated']} kept", flush=True)
-    rows = []
-    for name, synthetic in (("real only", None), ("real + filtered synthetic", directory)):
-        result = train_student(data(batch_size=64, synthetic_dir=synthetic), 1, args.utkface_student_steps, True)
-        rows.append({"training data": name, **{k: result[k] for k in ("train images", "train time (s)")}})
-        rows[-1]["test MAE (years)"] = result["test/mae"]
-        print(f"UTKFace student, {name}: {rows[-1]}", flush=True)
-    details = {"gan": gan, "synthesis_seconds": round(synthesis_seconds, 1), "synthetic_counts": counts}
-    return rows, details
+    return rows, {"gan": gan, **details}
 
 
 def main() -> None:
