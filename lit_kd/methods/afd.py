@@ -188,7 +188,3 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
                 idle.append(self.discriminators[index])
             for parameter in (p for module in idle for p in module.parameters()):
                 parameter.grad = None
-
-    def on_train_epoch_end(self) -> None:
-        """Step epoch-interval LR schedulers (manual optimisation)."""
-        self.step_schedulers("epoch")

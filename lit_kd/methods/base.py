@@ -44,12 +44,17 @@ def broadcast_buffers(module: LightningModule) -> None:
     DDP does this before each forward pass, except under Lightning's manual optimisation, which turns DDP's
     bookkeeping off (``require_backward_grad_sync``) and with it the buffer broadcast: ranks would then drift apart,
     each with the statistics of its own shard. Manual-optimisation modules call this from their batch-start,
-    validation-start and train-end hooks (:class:`StudentModule` does). Does nothing on a single process.
+    validation-start and train-end hooks (:class:`StudentModule` does). Buffers of layers whose parameters are all
+    frozen (a teacher's BatchNorm) cannot drift and are skipped. Does nothing on a single process.
     """
     if module._trainer is None or module.trainer.world_size < 2 or not torch.distributed.is_initialized():
         return
-    for buffer in module.buffers():
-        torch.distributed.broadcast(buffer, src=0)
+    for layer in module.modules():
+        parameters = list(layer.parameters(recurse=False))
+        if parameters and not any(parameter.requires_grad for parameter in parameters):
+            continue
+        for buffer in layer.buffers(recurse=False):
+            torch.distributed.broadcast(buffer, src=0)
 
 
 def stop_on_non_finite_loss(module: LightningModule, loss: Tensor) -> None:
@@ -242,6 +247,18 @@ class StudentModule(LightningModule):
         """Leave every rank with rank 0's buffers (manual optimisation; DDP does it for automatic)."""
         if not self.automatic_optimization:
             broadcast_buffers(self)
+
+    def on_train_epoch_end(self) -> None:
+        """Step epoch-interval LR schedulers under manual optimisation (Lightning steps them for automatic)."""
+        if not self.automatic_optimization:
+            self.step_schedulers("epoch")
+
+    def step_schedulers(self, interval: str) -> None:
+        """Step the LR schedulers whose interval is ``interval`` (manual optimisation steps them itself)."""
+        for config in self.trainer.lr_scheduler_configs:
+            counter = self.trainer.global_step if interval == "step" else self.current_epoch + 1
+            if config.interval == interval and counter % config.frequency == 0:
+                config.scheduler.step()
 
     def on_before_backward(self, loss: Tensor) -> None:
         """Stop before a NaN or infinite loss reaches the weights (see :func:`stop_on_non_finite_loss`)."""

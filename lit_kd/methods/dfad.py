@@ -65,7 +65,7 @@ class DataFreeAdversarialDistillation(DistillationModule):
     (detached parameters). Every trainable parameter is in every backward pass (the idle network through
     :func:`zero_gradient_term`), so DDP needs no ``find_unused_parameters``; the idle network's zero gradients are
     dropped and only the active optimiser steps, through Lightning (AMP-correct). Manual optimisation: Lightning
-    refuses trainer-level gradient clipping and accumulation; the LR schedulers are stepped here, once per epoch.
+    refuses trainer-level gradient clipping and accumulation; the base steps the LR schedulers once per epoch.
     Logs ``train/student_l1`` and ``train/generator_l1`` (the discrepancy before each update).
 
     Args:
@@ -172,13 +172,6 @@ class DataFreeAdversarialDistillation(DistillationModule):
         optimizer.step()
         name = "train/generator_l1" if generator_step else "train/student_l1"
         self.log(name, losses["discrepancy"].detach(), prog_bar=True, batch_size=len(latent))
-
-    def on_train_epoch_end(self) -> None:
-        """Step the per-epoch LR schedulers (manual optimisation)."""
-        schedulers = self.lr_schedulers()
-        if schedulers is not None:
-            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-                scheduler.step()
 
     # ---------------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> OptimizerLRScheduler:

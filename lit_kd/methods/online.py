@@ -185,10 +185,3 @@ class OnlineDistillationModule(StudentModule):
             return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
         scheduler = CosineAnnealingLR(optimizer, T_max=max(int(self.trainer.estimated_stepping_batches), 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def step_schedulers(self, interval: str) -> None:
-        """Step the LR schedulers whose interval is ``interval`` (manual optimisation steps them itself)."""
-        for config in self.trainer.lr_scheduler_configs:
-            counter = self.trainer.global_step if interval == "step" else self.current_epoch + 1
-            if config.interval == interval and counter % config.frequency == 0:
-                config.scheduler.step()
