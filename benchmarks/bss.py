@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
-from common import StepTimer, markdown_table, quiet_trainer, write_results
+from common import StepTimer, markdown_table, quiet_benchmark, quiet_trainer, write_results
 
 from lit_kd.callbacks import BoundarySampleMining
 from lit_kd.data import CIFAR10DataModule
@@ -109,9 +107,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine may be shared)")
     parser.add_argument("--skip-accuracy", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    quiet_benchmark(args.threads)
 
     teacher = create_model(args.teacher_arch, num_classes=10)
     load_network_weights(teacher, args.teacher)

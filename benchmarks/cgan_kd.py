@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import markdown_table, quiet_trainer, write_results
+from common import markdown_table, quiet_benchmark, quiet_trainer, write_results
 from torchvision.utils import save_image
 
 from lit_kd.data import CIFAR10DataModule, InMemoryImageDataModule, UTKFaceDataModule, load_synthetic_set
@@ -208,10 +207,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine may be shared)")
     parser.add_argument("--skip-utkface", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", ".*val_dataloader.*validation_step.*")
+    quiet_benchmark(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     started = time.perf_counter()

@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,11 @@ def write_results(name: str, payload: dict[str, Any], table: str) -> Path:
     print(table)
     print(f"written: {json_path}")
     return json_path
+
+
+def quiet_benchmark(threads: int) -> None:
+    """Use ``threads`` torch threads (the machine may be shared) and silence Lightning's warnings that do not apply
+    to in-memory benchmark data (no DataLoader workers, pytree deprecation, GAN modules without validation)."""
+    torch.set_num_threads(threads)
+    for message in (".*does not have many workers.*", ".*LeafSpec.*", ".*val_dataloader.*validation_step.*"):
+        warnings.filterwarnings("ignore", message)

@@ -18,13 +18,12 @@ import argparse
 import copy
 import statistics
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import StepTimer, markdown_table, quiet_trainer, write_results
+from common import StepTimer, markdown_table, quiet_benchmark, quiet_trainer, write_results
 
 from lit_kd.callbacks import GeneratorUpdateSchedule
 from lit_kd.callbacks.dfad_gallery import class_fractions, normalized_entropy
@@ -76,9 +75,7 @@ def main() -> None:
     parser.add_argument("--kd-steps", type=int, default=10, help="timed Hinton KD steps (baseline)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    quiet_benchmark(args.threads)
 
     teacher = create_model(args.teacher_arch, num_classes=10)
     load_network_weights(teacher, str(args.teacher))

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from lit_kd.data import CIFAR10DataModule
@@ -57,3 +58,23 @@ def tiny_cifar(root: Path, **kwargs: Any) -> CIFAR10DataModule:
 def save_state_dict(network: nn.Module, path: Path) -> Path:
     torch.save(network.state_dict(), path)
     return path
+
+
+class RecordImages(Logger):
+    """A logger with ``log_image``, like W&B's: keeps ``(key, image size, caption)`` of every image it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[tuple[str, tuple[int, int], str]] = []
+
+    name = "record"
+    version = 0
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_image(self, key: str, images: list, step: int | None = None, **kwargs) -> None:
+        self.images.append((key, images[0].size, kwargs["caption"][0]))

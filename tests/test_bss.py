@@ -9,9 +9,9 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
+from helpers import RecordImages, TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
 from lit_kd.callbacks import BoundarySampleGallery, BoundarySampleMining
@@ -239,26 +239,6 @@ class RecordSchedule(pl.Callback):
     def on_train_epoch_end(self, trainer, module) -> None:
         mining = BoundarySampleMining.find(trainer)
         self.epochs.append((mining.distillation_weight, mining.boundary_weight, len(mining.latest or [])))
-
-
-class RecordImages(Logger):
-    """A logger with ``log_image``, like W&B's."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.images: list[tuple[str, int, str]] = []
-
-    name = "record"
-    version = 0
-
-    def log_metrics(self, metrics, step=None) -> None:
-        pass
-
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass
-
-    def log_image(self, key: str, images: list, step: int | None = None, **kwargs) -> None:
-        self.images.append((key, images[0].size, kwargs["caption"][0]))
 
 
 def test_fit_follows_the_schedule_logs_statistics_and_shows_samples(tmp_path: Path, cifar_folder: Path) -> None:

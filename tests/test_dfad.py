@@ -18,10 +18,10 @@ from dfad_helpers import (
     tiny_dfad,
     tiny_generator,
 )
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
+from helpers import RecordImages, TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger
 from torch.optim import SGD, Adam
 from torch.optim.lr_scheduler import MultiStepLR
 
@@ -351,26 +351,6 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_an_uninterrupted_run(
 
 
 # ---------------------------------------------------------------------------------------------- gallery
-class RecordImages(Logger):
-    """A logger with ``log_image``, like W&B's."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.images: list[tuple[str, tuple[int, int], str]] = []
-
-    name = "record"
-    version = 0
-
-    def log_metrics(self, metrics, step=None) -> None:
-        pass
-
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass
-
-    def log_image(self, key: str, images: list, step: int | None = None, **kwargs) -> None:
-        self.images.append((key, images[0].size, kwargs["caption"][0]))
-
-
 def test_gallery_shows_images_and_a_collapsed_class_histogram(tmp_path: Path, cifar_folder: Path) -> None:
     collapsed = LinearNet()  # a teacher that calls every image a cat: the histogram must show total collapse
     torch.nn.init.zeros_(collapsed.linear.weight)
