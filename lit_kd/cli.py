@@ -8,12 +8,17 @@ Examples:
 
 from __future__ import annotations
 
+import os
+import pickle
+import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
-from lit_kd.checkpointing import use_atomic_checkpoints
+from lit_kd.checkpointing import safe_load, use_atomic_checkpoints
 from lit_kd.data.base import InMemoryImageDataModule
 from lit_kd.loggers import LogConfigToLoggers
 
@@ -40,6 +45,33 @@ class LitKDCLI(LightningCLI):
             run=run,
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Read ``--ckpt_path`` with :func:`~lit_kd.checkpointing.safe_load` first, so that a refused file is named.
+
+        LightningCLI reads the checkpoint's hyperparameters with ``torch.load(weights_only=True)`` too (safe), but its
+        error does not say which file was refused.
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            safe_load(ckpt_path, how_to_trust=None)
+        super()._parse_ckpt_path()
+
+    def instantiate_classes(self) -> None:
+        """Build the configured classes; a lit-kd configuration error surfaces as itself, not wrapped by jsonargparse.
+
+        jsonargparse reports an error raised while building ``--model`` as "Does not validate against any of the
+        Union subtypes" followed by the whole namespace; the error lit-kd raised (:func:`configuration_error`) is
+        re-raised instead, so ``except UntrustedCheckpointError`` and friends work from Python too.
+        """
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            found = configuration_error(error)
+            if found is None or found is error:
+                raise
+            raise found from None
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured trainer, saving checkpoints atomically (:class:`~lit_kd.checkpointing.AtomicCheckpointIO`)."""
         trainer = super().instantiate_trainer(**kwargs)
@@ -47,9 +79,50 @@ class LitKDCLI(LightningCLI):
         return trainer
 
 
+#: Set to ``1`` to see the full traceback of a configuration or data error instead of its one-line message.
+TRACEBACK_ENVIRONMENT_VARIABLE = "LIT_KD_TRACEBACK"
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, pickle.UnpicklingError)
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def configuration_error(error: BaseException) -> BaseException | None:
+    """The innermost configuration or data error lit-kd raised in ``error``'s chain (``None`` if there is none).
+
+    LightningCLI and jsonargparse wrap an error raised while a class is built (a teacher checkpoint that does not
+    fit, an unknown layer name) in their own, with the whole namespace; the original is the chain's cause. Errors
+    count when their type is a bad value, type, missing file or refused pickle and lit-kd's own code raised them.
+    """
+    found, seen, current = None, set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.extract_tb(current.__traceback__)
+        if (
+            isinstance(current, _USER_ERRORS)
+            and frames
+            and Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE_DIR)
+        ):
+            found = current
+        suppressed = current.__suppress_context__ and current.__cause__ is None
+        current = current.__cause__ if current.__cause__ is not None else (None if suppressed else current.__context__)
+    return found
+
+
 def main(args: ArgsType = None) -> None:
-    """Entry point of ``lit-kd`` and ``python -m lit_kd``."""
-    LitKDCLI(args=args)
+    """Entry point of ``lit-kd`` and ``python -m lit_kd``.
+
+    A configuration or data error (:func:`configuration_error`) is printed as one line, ``lit-kd: error: ...``, and
+    the command exits with status 2; ``LIT_KD_TRACEBACK=1`` shows the full traceback instead.
+    """
+    try:
+        LitKDCLI(args=args)
+    except Exception as error:
+        found = configuration_error(error)
+        if found is None or os.environ.get(TRACEBACK_ENVIRONMENT_VARIABLE, "") not in ("", "0"):
+            raise
+        print(
+            f"lit-kd: error: {found}\n(set {TRACEBACK_ENVIRONMENT_VARIABLE}=1 for the full traceback)", file=sys.stderr
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

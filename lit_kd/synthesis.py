@@ -16,7 +16,6 @@ image is loaded. ``python -m lit_kd.synthesis --help`` lists every option.
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -24,27 +23,61 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lit_kd.checkpointing import load_network_weights, safe_load
 from lit_kd.data.base import InMemoryImageDataModule
 from lit_kd.data.synthetic import file_sha256, save_synthetic_set
-from lit_kd.methods.weights import load_network_weights
 
 
-def load_conditional_gan(path: str | Path) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+def gan_network_allowlist() -> dict[str, type[nn.Module]]:
+    """The classes a cGAN checkpoint may name for its networks: lit-kd's own networks (``lit_kd.models``)."""
+    import lit_kd.models as zoo
+
+    classes = (getattr(zoo, name) for name in zoo.__all__)
+    return {
+        f"{cls.__module__}.{cls.__qualname__}": cls
+        for cls in classes
+        if isinstance(cls, type) and issubclass(cls, nn.Module)
+    }
+
+
+def load_conditional_gan(
+    path: str | Path, allowed_classes: list[type[nn.Module]] | None = None, trust: bool = False
+) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Rebuild the generator and discriminator of a :class:`~lit_kd.methods.ConditionalGAN` checkpoint.
+
+    The file is read without running code (:func:`~lit_kd.checkpointing.safe_load`; a legacy pickle only with
+    ``trust``). The record names the networks' classes: only lit-kd's own networks (:func:`gan_network_allowlist`)
+    and the ``allowed_classes`` the caller names are built; the file never makes lit-kd import a module.
 
     Returns both networks (in eval mode) and the checkpoint's ``conditional_gan`` record (network configs, vicinity
     parameters, training-label range for continuous labels).
+
+    Raises:
+        ValueError: the file is no cGAN checkpoint, or names a class outside the allow-list (the message lists it).
     """
     path = Path(path).expanduser()
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = safe_load(path, trust=trust, how_to_trust="pass --trust_checkpoint true")
     record = checkpoint.get("conditional_gan") if isinstance(checkpoint, dict) else None
     if record is None:
         raise ValueError(f"{path} is not a lit_kd.methods.ConditionalGAN checkpoint (no 'conditional_gan' record)")
+    allowed = gan_network_allowlist() | {f"{c.__module__}.{c.__qualname__}": c for c in allowed_classes or []}
     networks = []
     for name in ("generator", "discriminator"):
-        module_name, class_name = record[name]["class_path"].rsplit(".", 1)
-        network = getattr(importlib.import_module(module_name), class_name)(**record[name]["init_args"])
-        load_network_weights(network, path, prefix=f"{name}.")
+        class_path = record[name]["class_path"]
+        if class_path not in allowed:
+            raise ValueError(
+                f"{path}: its {name} names the class {class_path!r}, which is not one of lit-kd's networks; a file "
+                "does not choose the code lit-kd runs. If you wrote that class, name it with --allowed_classes "
+                f"(lit-kd's own: {', '.join(sorted(allowed)[:6])}, ...)"
+            )
+        network = allowed[class_path](**record[name]["init_args"])
+        network.load_state_dict(
+            {
+                key[len(name) + 1 :]: value
+                for key, value in checkpoint["state_dict"].items()
+                if key.startswith(f"{name}.")
+            }
+        )
         networks.append(network.eval())
     return networks[0], networks[1], record
 
@@ -266,6 +299,8 @@ def run(
     batch_size: int = 500,
     seed: int = 0,
     device: str = "auto",
+    trust_checkpoint: bool = False,
+    allowed_classes: list[str] | None = None,
 ) -> Path:
     """Stage 2 of cGAN-KD: synthesise, filter and relabel with the teacher, save with provenance; returns the folder.
 
@@ -288,6 +323,9 @@ def run(
         batch_size: generation and teacher batch size.
         seed: seed of the generator noise and of the subsampling.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
+        trust_checkpoint: load legacy pickles (GAN or teacher checkpoint) in full; they can run code.
+        allowed_classes: class paths of your own generator/discriminator classes the GAN checkpoint may name (lit-kd's
+            own networks are always allowed); each is imported because you named it here.
     """
     if data.task == "classification" and tolerance is not None:
         raise ValueError("tolerance applies to regression data; classification uses min_confidence/keep_quantile")
@@ -296,8 +334,9 @@ def run(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     target = torch.device(device)
-    generator, discriminator, record = load_conditional_gan(gan_checkpoint)
-    load_network_weights(teacher, teacher_checkpoint)
+    extra = [_import_class(class_path) for class_path in allowed_classes or []]
+    generator, discriminator, record = load_conditional_gan(gan_checkpoint, extra, trust=trust_checkpoint)
+    load_network_weights(teacher, teacher_checkpoint, trust=trust_checkpoint)
     expected = None if data.task == "regression" else data.num_classes
     if generator.num_classes != expected or generator.image_size != data.image_size:
         raise ValueError(
@@ -354,6 +393,17 @@ def run(
         "seconds": round(time.time() - started, 1),
     }
     return save_synthetic_set(output_dir, images, targets, provenance)
+
+
+def _import_class(class_path: str) -> type[nn.Module]:
+    """The class at ``class_path`` (named by the user on the command line, never by a file)."""
+    import importlib
+
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise ValueError(f"allowed_classes: {class_path!r} is not an nn.Module class")
+    return cls
 
 
 def main(args: list[str] | None = None) -> None:

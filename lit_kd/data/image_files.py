@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,30 +88,67 @@ def decode_images(paths: Sequence[Path], size: tuple[int, int]) -> Tensor:
 
 
 def _fingerprint(paths: Sequence[Path]) -> str:
+    """A key that changes when any file is added, removed, renamed or rewritten.
+
+    Per file: absolute path, size, modification time, inode and status-change time. A rewrite that keeps size and
+    modification time (``cp -p``, ``rsync -a``, re-extracting an archive) still gets a new inode or ctime.
+    """
     digest = hashlib.sha256()
     for path in paths:
         name = os.path.abspath(path)
         stat = os.stat(name)
-        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|{stat.st_ctime_ns}\n".encode())
     return digest.hexdigest()[:24]
+
+
+def _read_cache(cache_file: Path, expected_shape: tuple[int, ...]) -> Tensor | None:
+    """The cached tensor, or ``None`` (with a warning) when the file is truncated, refused or of the wrong shape."""
+    try:  # plain tensors only: never a full unpickle, whatever the environment says
+        images = torch.load(cache_file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:  # truncated, foreign or refused
+        warnings.warn(
+            f"decoded-image cache {cache_file} is unreadable ({error}); decoding the images again", stacklevel=3
+        )
+        return None
+    if isinstance(images, Tensor) and tuple(images.shape) == expected_shape and images.dtype == torch.uint8:
+        return images
+    warnings.warn(
+        f"decoded-image cache {cache_file} does not hold {expected_shape} uint8; decoding again", stacklevel=3
+    )
+    return None
+
+
+def _file_mode() -> int:
+    """The mode a new file gets from the process' umask (``0o644`` under the usual ``022``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load_images_cached(paths: Sequence[Path], size: tuple[int, int], cache_dir: Path | None, name: str) -> Tensor:
     """Decode ``paths`` once and reuse the result from ``cache_dir`` while no file changed.
 
-    The cache key covers every file's absolute path, size and modification time, so an edited, added or removed
-    file invalidates it. ``cache_dir=None`` disables caching. The cache file is written atomically.
+    The cache key (:func:`_fingerprint`) covers every file's absolute path, size, modification time, inode and
+    status-change time, so an edited, added, removed or replaced file invalidates it. The file is read with
+    ``weights_only=True``; a truncated or unreadable cache file is decoded again, never trusted. It is written
+    atomically (a temporary file in the same folder, removed if the save fails), with the permissions of an ordinary
+    new file (readable by the group under the usual umask). ``cache_dir=None`` disables caching.
     """
     if cache_dir is None:
         return decode_images(paths, size)
     cache_file = Path(cache_dir) / f"{name}-{_fingerprint(paths)}.pt"
     if cache_file.is_file():
-        images = torch.load(cache_file, weights_only=True)
-        if isinstance(images, Tensor) and images.shape == (len(paths), 3, *size) and images.dtype == torch.uint8:
+        images = _read_cache(cache_file, (len(paths), 3, *size))
+        if images is not None:
             return images
     images = decode_images(paths, size)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as handle:
-        torch.save(images, handle)
-    os.replace(handle.name, cache_file)
+    handle = tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False)
+    try:
+        with handle:
+            torch.save(images, handle)
+        os.chmod(handle.name, _file_mode())
+        os.replace(handle.name, cache_file)
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
     return images

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -113,7 +114,10 @@ def load_synthetic_set(
         path, recorded = directory / name, provenance["files"][key]["sha256"]
         if file_sha256(path) != recorded:
             raise CorruptDatasetError(f"{path}: SHA-256 differs from {provenance_path} (file changed or corrupt)")
-        tensors[key] = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # plain tensors only: never a full unpickle, whatever the environment says
+            tensors[key] = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise CorruptDatasetError(f"{path}: refused, it is not a plain tensor file ({error})") from None
     images, targets = tensors["images"], tensors["targets"]
     count, size = provenance["count"], provenance["image_size"]
     if images.dtype != torch.uint8 or tuple(images.shape) != (count, 3, size, size):

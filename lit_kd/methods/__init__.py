@@ -1,5 +1,6 @@
 """One LightningModule per distillation method, on one shared base."""
 
+from lit_kd.checkpointing import load_network_weights
 from lit_kd.methods.afd import OnlineAdversarialFeatureKD
 from lit_kd.methods.ama import ActivationMapAdaptation
 from lit_kd.methods.attention_transfer import AttentionTransfer
@@ -15,7 +16,6 @@ from lit_kd.methods.online import OnlineDistillationModule
 from lit_kd.methods.seeds import SeedEnsembleModule
 from lit_kd.methods.self_distillation import SelfDistillation
 from lit_kd.methods.supervised import SupervisedModule
-from lit_kd.methods.weights import load_network_weights
 
 __all__ = [
     "ActivationMapAdaptation",

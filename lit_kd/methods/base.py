@@ -18,8 +18,9 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_kd.checkpointing import load_network_weights
 from lit_kd.methods.regression import regression_loss, regression_metrics
-from lit_kd.methods.weights import load_network_weights
+from lit_kd.models.normalization import declared_normalization, match_input_normalization
 
 
 def default_optimizer(parameters: Any) -> Optimizer:
@@ -139,6 +140,7 @@ class StudentModule(LightningModule):
                 f"{type(self).__name__}: num_classes={self.num_classes} but {type(datamodule).__name__} has "
                 f"{data_classes} classes"
             )
+        self.convert_inputs_for_networks(datamodule)
         input_shape = getattr(datamodule, "input_shape", None)
         if input_shape is not None:
             self.check_output_sizes(tuple(input_shape))
@@ -175,6 +177,35 @@ class StudentModule(LightningModule):
             raise ValueError(
                 f"{type(self).__name__} supports only {' and '.join(self.supported_tasks)}, not {self.task!r} "
                 f"({source}){hint}"
+            )
+
+    def convert_inputs_for_networks(self, datamodule: Any) -> None:
+        """Feed every network that declares its own input normalisation batches converted from the data's.
+
+        A network with ``input_mean``/``input_std`` (e.g. a :class:`~lit_kd.models.PretrainedNetwork` trained with
+        ImageNet statistics) gets a forward pre-hook converting the DataModule's normalisation (``mean``/``std``)
+        into its own (:func:`~lit_kd.models.normalization.match_input_normalization`); the outermost declaring
+        module of each branch is converted (a teacher, a student, an ensemble member, an online network). Without
+        the data's ``mean``/``std`` the batches are assumed to be in the network's normalisation already (a warning
+        says so).
+        """
+        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+        declaring: list[str] = []
+
+        def visit(prefix: str, module: nn.Module) -> None:
+            for name, child in module.named_children():
+                path = f"{prefix}{name}"
+                if declared_normalization(child) is not None:
+                    match_input_normalization(child, mean, std)
+                    declaring.append(path)
+                else:
+                    visit(f"{path}.", child)
+
+        visit("", self)
+        if declaring and (mean is None or std is None):
+            rank_zero_warn(
+                f"{type(self).__name__}: {declaring} declare their input normalisation (input_mean/input_std) but "
+                f"{type(datamodule).__name__} has no mean/std: its batches are fed to them unconverted"
             )
 
     def networks_to_check(self) -> dict[str, nn.Module]:
@@ -339,8 +370,11 @@ class DistillationModule(StudentModule):
         student: the network being trained.
         teacher: the teacher's architecture (its weights come from ``teacher_checkpoint``).
         teacher_checkpoint: where the teacher's weights are; ``None`` keeps the weights the teacher was built with
-            (for a teacher already trained in Python), with a warning.
+            (a :class:`~lit_kd.models.PretrainedNetwork`, or a teacher already trained in Python; a warning unless
+            it is pretrained). Read without running code (:func:`~lit_kd.checkpointing.safe_load`).
         save_teacher: also store the teacher's weights in this module's checkpoints.
+        trust_checkpoint: load a legacy pickle at ``teacher_checkpoint`` in full (it can run code: only for files
+            from a trusted source; ``LIT_KD_TRUST_CHECKPOINTS=1`` does the same). A warning names the file.
         **kwargs: ``num_classes``, ``optimizer``, ``lr_scheduler``: see :class:`StudentModule`.
     """
 
@@ -350,12 +384,13 @@ class DistillationModule(StudentModule):
         teacher: nn.Module,
         teacher_checkpoint: str | None = None,
         save_teacher: bool = False,
+        trust_checkpoint: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(student=student, **kwargs)
         if teacher_checkpoint is not None:
-            load_network_weights(teacher, teacher_checkpoint)
-        else:
+            load_network_weights(teacher, teacher_checkpoint, trust=trust_checkpoint, argument="teacher_checkpoint")
+        elif getattr(teacher, "weights_name", None) is None:
             rank_zero_warn(
                 f"{type(self).__name__}: teacher_checkpoint is None, so the teacher keeps the weights it was built "
                 "with; distilling from an untrained teacher teaches nothing useful."

@@ -12,9 +12,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_kd.checkpointing import load_network_weights
 from lit_kd.losses import soft_target_kl
 from lit_kd.methods.base import DistillationModule
-from lit_kd.methods.weights import load_network_weights
 
 
 class LogitEnsemble(nn.Module):
@@ -78,10 +78,11 @@ class EnsembleDistillation(DistillationModule):
         teachers: the members' architectures (same or different; each must output ``num_classes`` logits).
         teacher_checkpoints: one checkpoint per member (lit-kd/Lightning checkpoints or state dicts). Leave it out
             to load all members at once from ``teacher_checkpoint``, e.g. a :class:`~lit_kd.methods.SeedEnsembleModule`
-            checkpoint.
+            checkpoint, or when the members are :class:`~lit_kd.models.PretrainedNetwork` s.
         temperature: softening temperature ``T``.
         ce_weight: weight of the label cross-entropy.
-        **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
+        **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``trust_checkpoint`` (also for ``teacher_checkpoints``),
+            ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
 
     hparams_ignore = (*DistillationModule.hparams_ignore, "teachers")
@@ -106,9 +107,11 @@ class EnsembleDistillation(DistillationModule):
                     raise ValueError(
                         f"teacher_checkpoints has {len(teacher_checkpoints)} entries for {len(teachers)} teachers"
                     )
-                for member, path in zip(teachers, teacher_checkpoints, strict=True):
-                    load_network_weights(member, path)
-                warnings.filterwarnings("ignore", message=".*teacher_checkpoint is None")
+                for index, (member, path) in enumerate(zip(teachers, teacher_checkpoints, strict=True)):
+                    trust = kwargs.get("trust_checkpoint", False)
+                    load_network_weights(member, path, trust=trust, argument=f"teacher_checkpoints[{index}]")
+            if teacher_checkpoints is not None or all(getattr(m, "weights_name", None) for m in teachers):
+                warnings.filterwarnings("ignore", message=".*teacher_checkpoint is None")  # members are loaded
             super().__init__(student=student, teacher=teacher, **kwargs)
         self.temperature = temperature
         self.ce_weight = ce_weight
