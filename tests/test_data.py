@@ -177,9 +177,10 @@ def test_official_batches_are_read_through_torchvision(tmp_path: Path, monkeypat
     dm = CIFAR10DataModule(tmp_path)
     dm.setup("fit")
     assert dm.train_set.images.shape == (100, 3, 32, 32)
+    raw = dm.load_split("train")  # the file's order; setup stores it in a stratified order
     expected = torch.from_numpy(data[0].reshape(3, 32, 32))
-    assert torch.equal(dm.train_set.images[0], expected)
-    assert dm.train_set.targets[:20].tolist() == labels
+    assert torch.equal(raw.images[0], expected)
+    assert raw.targets[:20].tolist() == labels
 
 
 def test_official_batches_with_bad_checksums_are_refused(tmp_path: Path) -> None:
@@ -193,7 +194,7 @@ def test_tiny_imagenet_official_layout(tiny_imagenet_folder: Path, cache_dir: Pa
     dm = TinyImageNetDataModule(tiny_imagenet_folder, cache_dir=cache_dir)
     dm.setup("fit")
     assert dm.train_set.images.shape == (200, 3, 64, 64)
-    assert dm.test_set.targets.tolist() == list(range(200))  # val_i is labelled with the i-th sorted wnid
+    assert dm.load_split("test").targets.tolist() == list(range(200))  # val_i is labelled with the i-th sorted wnid
     assert dm.input_shape == (3, 64, 64)
 
 

@@ -15,6 +15,7 @@ from lit_kd.data.augmentation import normalize, random_crop_flip
 from lit_kd.data.fraction import fraction_indices
 from lit_kd.data.image_files import CorruptDatasetError, default_cache_dir
 from lit_kd.data.loader import InMemoryLoader, ShardedBatchSampler
+from lit_kd.data.order import run_seed, strata, stratified_order
 from lit_kd.data.synthetic import load_synthetic_set
 
 Split = Literal["train", "test"]
@@ -36,6 +37,14 @@ class InMemoryImageDataModule(LightningDataModule):
     ranks, resumable mid-epoch), and in :meth:`on_after_batch_transfer` applies random crop + flip (training only)
     and normalisation on whatever device the batch was moved to.
 
+    Every split is stored in a seeded stratified order (:func:`~lit_kd.data.order.stratified_order`): any prefix of
+    a validation or test loader holds every class in about its share (every age decile for regression), so
+    ``limit_val_batches`` and friends give a fair sample, and the validation split and ``subset_size`` are drawn as
+    prefixes of that order, balanced within one image per class. Evaluation splits use ``order_seed`` (fixed across
+    runs, so shortened evaluations of different runs see the same images); the validation split, the subset, the
+    shuffling and the augmentation use ``seed``. With ``overfit_batches`` the training batches are the same every
+    epoch and are not augmented.
+
     Augmentation draws come from a generator seeded by ``(seed, epoch, batch, rank)``, and the number of batches
     consumed is part of :meth:`state_dict`, so a run resumed from a mid-epoch checkpoint sees exactly the batches
     an uninterrupted run would.
@@ -44,14 +53,18 @@ class InMemoryImageDataModule(LightningDataModule):
         data_dir: folder holding the dataset (layout: see the subclass).
         batch_size: training batch size per process.
         eval_batch_size: validation/test batch size per process (default: ``batch_size``).
-        val_size: held out from the training set for validation: a count, or a fraction in ``(0, 1)``. With 0,
-            validation uses the test split (the common CIFAR practice; say so when you report numbers).
-        subset_size: keep only this many training images (seeded random choice), for quick runs.
+        val_size: held out from the training set for validation: a count, or a fraction in ``(0, 1)``, drawn per
+            class. With 0, validation uses the test split: then selecting a checkpoint by validation metrics selects
+            it on the test set (say so when you report numbers; the recipes hold out a validation split).
+        subset_size: keep only this many training images (seeded, per class), for quick runs.
         train_fraction: the limited-label setting: keep only this fraction, in ``(0, 1]``, of the training split
             (seeded by ``seed``; the same fraction of every class for classification, a uniform draw for
             regression; see :func:`~lit_kd.data.fraction.fraction_indices`). Applied first, so the validation split
             and ``subset_size`` come out of the kept images. ``None`` keeps everything.
-        seed: seed of the validation split, the subset, the shuffling and the augmentation.
+        seed: seed of the validation split, the subset, the training fraction, the shuffling and the augmentation;
+            ``None`` (default) takes the run's seed (``seed_everything``, ``lit-kd``'s ``seed_everything:``), so runs
+            with different seeds see different data streams. Set it to pin the data while the run's seed varies.
+        order_seed: seed of the stored order of the evaluation splits (fixed by default).
         crop_padding: zero padding for the random crop (0 disables it).
         horizontal_flip: random horizontal flips during training.
         cache_dir: where decoded images are cached (default ``~/.cache/lit-kd``); ``None`` would disable it, set
@@ -76,7 +89,8 @@ class InMemoryImageDataModule(LightningDataModule):
         val_size: int | float = 0,
         subset_size: int | None = None,
         train_fraction: float | None = None,
-        seed: int = 0,
+        seed: int | None = None,
+        order_seed: int = 0,
         crop_padding: int = 4,
         horizontal_flip: bool = True,
         cache_dir: str | Path | None = None,
@@ -99,6 +113,7 @@ class InMemoryImageDataModule(LightningDataModule):
         self.subset_size = subset_size
         self.train_fraction = train_fraction
         self.seed = seed
+        self.order_seed = order_seed
         self.crop_padding = crop_padding
         self.horizontal_flip = horizontal_flip
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if use_cache else None
@@ -119,28 +134,46 @@ class InMemoryImageDataModule(LightningDataModule):
         """Shape ``(C, H, W)`` of one image as the networks see it."""
         return (3, self.image_size, self.image_size)
 
+    @property
+    def data_seed(self) -> int:
+        """The seed in use: ``seed`` if set, else the run's (:func:`~lit_kd.data.order.run_seed`)."""
+        return self.seed if self.seed is not None else run_seed()
+
     def setup(self, stage: str | None = None) -> None:
-        """Load the splits needed for ``stage`` into memory (once) and check them."""
+        """Load the splits needed for ``stage`` into memory (once), check them and store them in a stratified order."""
         if stage in ("fit", "validate", None) and self.train_set is None:
             train = self._checked(self.load_split("train"), "train")
             if self.train_fraction is not None:
-                kept = fraction_indices(train.targets, self.train_fraction, self.seed, self.task == "classification")
+                stratified = self.task == "classification"
+                kept = fraction_indices(train.targets, self.train_fraction, self.data_seed, stratified)
                 train = LabelledImages(train.images[kept], train.targets[kept])
-            generator = torch.Generator().manual_seed(self.seed)
-            order = torch.randperm(len(train.targets), generator=generator)
+            order = stratified_order(strata(train.targets), self.data_seed)
             num_val = self._num_val(len(order))
+            val_index, train_index = order[:num_val], order[num_val:]
             if num_val:
-                val_index, order = order[:num_val], order[num_val:]
                 self.val_set = LabelledImages(train.images[val_index], train.targets[val_index])
             if self.subset_size is not None:
-                order = order[: self.subset_size]
-            if num_val or self.subset_size is not None:
+                train_index = train_index[: self.subset_size]
+            train = LabelledImages(train.images[train_index], train.targets[train_index])
+            if self.synthetic_dir is not None:  # appended, then stored in a stratified order like the rest
+                train = self._with_synthetic(train)
+                order = stratified_order(strata(train.targets), self.data_seed)
                 train = LabelledImages(train.images[order], train.targets[order])
-            self.train_set = self._with_synthetic(train) if self.synthetic_dir is not None else train
+            self.train_set = train
         if self.test_set is None and (stage in ("test", None) or (self.val_set is None and stage != "predict")):
-            self.test_set = self._checked(self.load_split("test"), "test")
+            self.test_set = self._evaluation_order(self._checked(self.load_split("test"), "test"))
         if self.val_set is None:
             self.val_set = self.test_set
+
+    def _evaluation_order(self, split: LabelledImages) -> LabelledImages:
+        """``split`` in the stratified order of ``order_seed``: every prefix is a fair sample of it."""
+        order = stratified_order(strata(split.targets), self.order_seed)
+        return LabelledImages(split.images[order], split.targets[order])
+
+    @property
+    def overfitting(self) -> bool:
+        """Whether the trainer runs with ``overfit_batches`` (same batches every epoch, no augmentation)."""
+        return self.trainer is not None and bool(self.trainer.overfit_batches)
 
     def _num_val(self, num_train: int) -> int:
         num_val = round(self.val_size * num_train) if isinstance(self.val_size, float) else int(self.val_size)
@@ -195,10 +228,10 @@ class InMemoryImageDataModule(LightningDataModule):
         sampler = ShardedBatchSampler(
             len(split.targets),
             self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and not self.overfitting,
             drop_last=train and len(split.targets) // world_size >= self.batch_size,
             even_shards=train,
-            seed=self.seed,
+            seed=self.data_seed,
             rank=rank,
             world_size=world_size,
         )
@@ -222,16 +255,18 @@ class InMemoryImageDataModule(LightningDataModule):
         return self._loader(self.test_set, "test", train=False)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """Augment (training only) and normalise a batch that is already on its device."""
+        """Augment (training only, not with ``overfit_batches``) and normalise a batch already on its device."""
         images, targets = batch
         if self.trainer is not None and self.trainer.training:
             epoch = self._train_sampler.epoch if self._train_sampler is not None else 0
             if self._consumed["epoch"] != epoch:
                 self._consumed = {"epoch": epoch, "batches": 0}
-            rank, world_size = self._rank_and_world()
-            seed = ((self.seed * 1_000_003 + epoch) * 1_000_003 + self._consumed["batches"]) * world_size + rank
-            generator = torch.Generator(device=images.device).manual_seed(seed % (2**63))
-            images = random_crop_flip(images, self.crop_padding, self.horizontal_flip, generator)
+            if not self.overfitting:
+                rank, world_size = self._rank_and_world()
+                batch_index = self._consumed["batches"]
+                seed = ((self.data_seed * 1_000_003 + epoch) * 1_000_003 + batch_index) * world_size + rank
+                generator = torch.Generator(device=images.device).manual_seed(seed % (2**63))
+                images = random_crop_flip(images, self.crop_padding, self.horizontal_flip, generator)
             self._consumed["batches"] += 1
         return normalize(images, self.mean, self.std), targets
 

@@ -94,7 +94,7 @@ class DataFreeDataModule(InMemoryImageDataModule):
         batch_size: latent vectors per training batch and process (official: 256).
         latent_dim: length of each latent vector; must match the generator's input (official: 256).
         batches_per_epoch: training steps per epoch (official: 50 x (5 + 1) = 300).
-        seed: seed of the noise.
+        seed: seed of the noise; ``None`` (default): the run's seed (``seed_everything``).
 
     Example:
         >>> from lit_kd.data import CIFAR10DataModule
@@ -109,7 +109,7 @@ class DataFreeDataModule(InMemoryImageDataModule):
         batch_size: int = 256,
         latent_dim: int = 256,
         batches_per_epoch: int = 300,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         if not isinstance(evaluation, InMemoryImageDataModule):
             raise TypeError(f"evaluation must be an InMemoryImageDataModule, got {type(evaluation).__name__}")
@@ -182,7 +182,7 @@ class DataFreeDataModule(InMemoryImageDataModule):
     def train_dataloader(self) -> LatentNoiseLoader:  # type: ignore[override]
         """Latent noise, ``batches_per_epoch`` batches per epoch and rank."""
         rank, world_size = self._rank_and_world()
-        self._seeds = LatentSeedSampler(self.batches_per_epoch, self.seed, rank, world_size)
+        self._seeds = LatentSeedSampler(self.batches_per_epoch, self.data_seed, rank, world_size)
         if self._resume_from is not None:
             self._seeds.skip_consumed(self._resume_from["epoch"], self._resume_from["batches"])
             self._resume_from = None

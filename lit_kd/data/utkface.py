@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -92,7 +93,8 @@ class UTKFaceDataModule(InMemoryImageDataModule):
     UTKFace has no official split. cGAN-KD uses a fixed 80/20 train/test split (its file
     ``UTKFace_64x64_prop_0.8.h5``; the script that made it is not published), so :attr:`test_size` defaults to 0.2
     and the split is a seeded random permutation of the sorted file names (``split_seed``; our choice), independent
-    of ``seed`` so that runs with different training seeds share one test set.
+    of ``seed`` so that runs with different training seeds share one test set. Exact duplicates (identical decoded
+    pixels) are removed before the split (:meth:`unique_images`), so no test face is also a training face.
 
     Training augmentation defaults to horizontal flips only and normalisation to mean 0.5, std 0.5 per channel, as
     the cGAN-KD regression CNNs (``hflip_images`` and ``normalize_images`` in ``UTKFace/train_cnn.py``).
@@ -139,7 +141,10 @@ class UTKFaceDataModule(InMemoryImageDataModule):
         self.skipped_files: list[str] = []
         self.num_out_of_range = 0
         self._index: UTKFaceIndex | None = None
+        self._unique: LabelledImages | None = None
         self._split_indices: dict[str, Tensor] | None = None
+        self.num_duplicates_removed = 0
+        self.num_conflicting_removed = 0
 
     @property
     def target_scale(self) -> float:
@@ -165,10 +170,44 @@ class UTKFaceDataModule(InMemoryImageDataModule):
                 )
         return self._index
 
+    def unique_images(self) -> LabelledImages:
+        """Every usable image (decoded once, cached) and its age in years, exact duplicates removed.
+
+        UTKFace holds pixel-identical images under different names, some with different ages; left in, a duplicate
+        can sit in both the training and the test split. Images are grouped by the SHA-1 of their decoded pixels:
+        a group whose copies agree on the age keeps its first copy (by file name), a group whose copies disagree is
+        dropped entirely (its label is unknown). The counts are kept in :attr:`num_duplicates_removed` and
+        :attr:`num_conflicting_removed` and reported once.
+        """
+        if self._unique is None:
+            index = self.index()
+            size = (self.image_size, self.image_size)
+            images = load_images_cached(index.paths, size, self.cache_dir, name="utkface-all")
+            groups: dict[bytes, list[int]] = {}
+            for position in range(len(images)):
+                groups.setdefault(hashlib.sha1(images[position].numpy().tobytes()).digest(), []).append(position)
+            keep: list[int] = []
+            for members in groups.values():
+                if len(set(index.ages[members].tolist())) == 1:
+                    keep.append(members[0])
+                else:
+                    self.num_conflicting_removed += len(members)
+            keep.sort()
+            self.num_duplicates_removed = len(images) - len(keep) - self.num_conflicting_removed
+            if len(keep) < len(images):
+                rank_zero_warn(
+                    f"UTKFaceDataModule: removed {len(images) - len(keep)} of {len(images)} images before the "
+                    f"train/test split: {self.num_duplicates_removed} exact duplicates of an image kept, and "
+                    f"{self.num_conflicting_removed} pixel-identical copies that disagree on the age"
+                )
+            kept = torch.tensor(keep, dtype=torch.long)
+            self._unique = LabelledImages(images[kept], index.ages[kept])
+        return self._unique
+
     def split_indices(self) -> dict[str, Tensor]:
-        """Indices into :meth:`index` of the ``train`` and ``test`` images (seeded by ``split_seed``, sorted)."""
+        """Indices into :meth:`unique_images` of the ``train`` and ``test`` images (seeded by ``split_seed``)."""
         if self._split_indices is None:
-            count = len(self.index().paths)
+            count = len(self.unique_images().targets)
             order = torch.randperm(count, generator=torch.Generator().manual_seed(self.split_seed))
             num_test = round(self.test_size * count)
             if num_test == 0 or num_test == count:
@@ -179,11 +218,7 @@ class UTKFaceDataModule(InMemoryImageDataModule):
         return self._split_indices
 
     def load_split(self, split: Split) -> LabelledImages:
-        """Decode (or load from the cache) the images of ``split`` and their scaled ages."""
-        index = self.index()
+        """The images of ``split`` and their ages scaled by ``1 / max_age``."""
+        images, ages = self.unique_images()
         chosen = self.split_indices()[split]
-        paths = [index.paths[i] for i in chosen.tolist()]
-        size = (self.image_size, self.image_size)
-        images = load_images_cached(paths, size, self.cache_dir, name=f"utkface-{split}")
-        targets = index.ages[chosen].to(torch.float32) / self.max_age
-        return LabelledImages(images, targets)
+        return LabelledImages(images[chosen], ages[chosen].to(torch.float32) / self.max_age)

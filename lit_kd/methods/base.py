@@ -15,7 +15,7 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_kd.checkpointing import load_network_weights
@@ -123,6 +123,7 @@ class StudentModule(LightningModule):
         self.train_metrics: MetricCollection | None = None
         self.val_metrics: MetricCollection | None = None
         self.test_metrics: MetricCollection | None = None
+        self.evaluation_means = nn.ModuleDict()  # weighted means of the evaluation losses, made on first use
         self._base_seed = 0
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -304,15 +305,28 @@ class StudentModule(LightningModule):
         return losses["loss"]
 
     def log_loss_terms(self, losses: dict[str, Tensor], stage: str, batch_size: int) -> None:
-        """Log each loss term as ``<stage>/<name>``; ``loss`` also goes to the progress bar."""
+        """Log each loss term as ``<stage>/<name>``; ``loss`` also goes to the progress bar.
+
+        Evaluation losses go through a ``MeanMetric`` weighted by the batch size (:meth:`evaluation_mean`), so the
+        epoch value is the mean over every sample seen by every DDP process, exactly (evaluation shards are not
+        padded, and Lightning's own ``sync_dist`` mean divides by a truncated average batch size).
+        """
         for name, value in losses.items():
-            self.log(
-                f"{stage}/{name}",
-                value.detach(),
-                prog_bar=name == "loss",
-                batch_size=batch_size,
-                sync_dist=stage != "train",
-            )
+            key = f"{stage}/{name}"
+            if stage == "train":
+                self.log(key, value.detach(), prog_bar=name == "loss", batch_size=batch_size)
+                continue
+            attribute = self.evaluation_mean(key)
+            metric = self.get_submodule(attribute)
+            metric.update(value.detach(), weight=batch_size)
+            self.log(key, metric, prog_bar=name == "loss", on_step=False, on_epoch=True, metric_attribute=attribute)
+
+    def evaluation_mean(self, key: str) -> str:
+        """The attribute path of the sample-weighted ``MeanMetric`` of evaluation loss ``key`` (made on first use)."""
+        name = key.replace("/", "__").replace(".", "_")
+        if name not in self.evaluation_means:
+            self.evaluation_means[name] = MeanMetric().to(self.device)
+        return f"evaluation_means.{name}"
 
     def update_and_log_metrics(self, stage: str, logits: Tensor, targets: Tensor) -> None:
         """Update the stage's metric collection and log it (accumulated over the epoch)."""

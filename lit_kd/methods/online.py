@@ -138,13 +138,8 @@ class OnlineDistillationModule(StudentModule):
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, targets = batch
         logits = [network(images) for network in self.networks]
-        for index, network_logits in enumerate(logits):
-            self.log(
-                f"{stage}/net{index}/loss",
-                F.cross_entropy(network_logits, targets),
-                batch_size=len(targets),
-                sync_dist=True,
-            )
+        losses = {f"net{index}/loss": F.cross_entropy(net_logits, targets) for index, net_logits in enumerate(logits)}
+        self.log_loss_terms(losses, stage, batch_size=len(targets))
         self.log_network_metrics(stage, logits, targets)
 
     def on_validation_epoch_end(self) -> None:
