@@ -37,9 +37,9 @@ def colour_teacher(sharpness: float = 40.0) -> nn.Sequential:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), classifier)
 
 
-def make_bss(tmp_path: Path) -> BSSDistillation:
+def make_bss(tmp_path: Path, student: nn.Module | None = None) -> BSSDistillation:
     teacher_path = save_state_dict(colour_teacher(), tmp_path / "teacher.pt")
-    return BSSDistillation(TinyNet(), colour_teacher(), teacher_checkpoint=str(teacher_path))
+    return BSSDistillation(student or TinyNet(), colour_teacher(), teacher_checkpoint=str(teacher_path))
 
 
 def attached_mining(
@@ -150,27 +150,63 @@ def test_attack_gives_no_parameter_a_gradient(tmp_path: Path) -> None:
     images, targets = torch.randn(8, 3, 32, 32), torch.zeros(8, dtype=torch.long)
     teacher_logits = module.teacher(images)
     targets = teacher_logits.argmax(1)  # every sample is a base sample
-    samples = mining.mine(module.teacher, images, targets, teacher_logits, module.student(images))
+    samples = mining.mine(module.teacher, images, targets, teacher_logits, teacher_logits)  # both networks right
     assert samples is not None and len(samples) == 8
     assert all(p.grad is None for p in module.parameters())
 
 
 # ------------------------------------------------------------------------------------------ selection
-def test_base_samples_are_the_teacher_correct_ones_with_the_largest_non_label_disagreement() -> None:
+def official_base_samples(out_t: torch.Tensor, out_s: torch.Tensor, targets: torch.Tensor, attack_size: int = 64):
+    """bhheo/BSS_distillation train_BSS_distillation.py:106-117 (commit 586b141), ported line by line; only the
+    PyTorch 0.4 ``.data`` accessors are dropped."""
+    condition1 = targets == out_t.sort(dim=1, descending=True)[1][:, 0]
+    condition2 = targets == out_s.sort(dim=1, descending=True)[1][:, 0]
+    attack_flag = condition1 & condition2
+    if not attack_flag.sum():
+        return []
+    attack_idx = attack_flag.nonzero().squeeze(1)
+    if attack_idx.shape[0] > attack_size:
+        diff = (torch.softmax(out_t[attack_idx, :], 1) - torch.softmax(out_s[attack_idx, :], 1)) ** 2
+        distill_score = diff.sum(dim=1) - diff.gather(1, targets[attack_idx].unsqueeze(1)).squeeze()
+        attack_idx = attack_idx[distill_score.sort(descending=True)[1][:attack_size]]
+    return attack_idx.tolist()
+
+
+def test_base_samples_are_those_both_networks_get_right_ranked_by_non_label_disagreement() -> None:
     teacher = torch.tensor([[0.7, 0.1, 0.1, 0.1]] * 5).log()
     teacher[1] = torch.tensor([0.1, 0.7, 0.1, 0.1]).log()  # the teacher is wrong on sample 1
     student = torch.tensor(
         [
-            [0.7, 0.1, 0.1, 0.1],  # 0: agrees: score 0
-            [0.7, 0.1, 0.1, 0.1],  # 1: excluded
-            [0.1, 0.3, 0.3, 0.3],  # 2: non-label 3 * 0.2^2 = 0.12 (0.48 with the label class)
-            [0.5, 0.48, 0.01, 0.01],  # 3: non-label 0.38^2 + 2 * 0.09^2 = 0.1606 (0.2006 with the label)
-            [0.1, 0.1, 0.1, 0.7],  # 4: non-label 0.6^2 = 0.36
+            [0.7, 0.1, 0.1, 0.1],  # 0: both right, agree: score 0
+            [0.7, 0.1, 0.1, 0.1],  # 1: excluded (teacher wrong)
+            [0.1, 0.3, 0.3, 0.3],  # 2: excluded (student wrong), though it disagrees most but one
+            [0.5, 0.48, 0.01, 0.01],  # 3: both right; non-label 0.38^2 + 2 * 0.09^2 = 0.1606
+            [0.1, 0.1, 0.1, 0.7],  # 4: excluded (student wrong), the largest disagreement
         ]
     ).log()
     targets = torch.zeros(5, dtype=torch.long)
-    assert select_base_samples(teacher, student, targets, max_samples=64).tolist() == [0, 2, 3, 4]
-    assert select_base_samples(teacher, student, targets, max_samples=2).tolist() == [4, 3]
+    assert select_base_samples(teacher, student, targets, max_samples=64).tolist() == [0, 3]
+    assert select_base_samples(teacher, student, targets, max_samples=1).tolist() == [3]
+    assert official_base_samples(teacher, student, targets) == [0, 3]
+
+
+@pytest.mark.parametrize("student_accuracy", [0.17, 0.5, 0.9])
+def test_base_samples_equal_the_official_selection_on_random_batches(student_accuracy: float) -> None:
+    """Batches of 256, a 99%-right teacher, students at several accuracies: the same samples, in the same order."""
+    generator = torch.Generator().manual_seed(int(student_accuracy * 100))
+    for _ in range(20):
+        targets = torch.randint(0, 10, (256,), generator=generator)
+
+        def logits(accuracy: float, labels: torch.Tensor) -> torch.Tensor:
+            raw = torch.randn(256, 10, generator=generator)
+            right = torch.rand(256, generator=generator) < accuracy
+            boost = torch.where(right, 4.0, -4.0)
+            return raw.scatter_add(1, labels[:, None], boost[:, None])
+
+        teacher, student = logits(0.99, targets), logits(student_accuracy, targets)
+        ours = select_base_samples(teacher, student, targets, max_samples=64).tolist()
+        assert ours == official_base_samples(teacher, student, targets)
+        assert all(student[i].argmax() == targets[i] for i in ours)  # never a sample the student gets wrong
 
 
 def test_target_classes_are_drawn_from_the_other_classes_by_teacher_probability() -> None:
@@ -196,7 +232,7 @@ def test_weights_go_from_4_and_2_to_1_and_0_with_the_boundary_term_off_at_75_per
 
 
 def test_loss_is_cross_entropy_plus_weighted_soft_cross_entropies(tmp_path: Path) -> None:
-    module = make_bss(tmp_path)
+    module = make_bss(tmp_path, student=colour_teacher(sharpness=20.0))  # right where the teacher is: base samples
     mining = attached_mining(module, epoch=0, num_epochs=4, max_samples=3)
     module.student.eval()  # BatchNorm on running statistics: a second forward gives the same logits
     images = torch.randn(8, 3, 32, 32)
@@ -280,7 +316,8 @@ def test_resume_keeps_the_schedule_and_reproduces_the_run(tmp_path: Path, cifar_
     trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[checkpoints], enable_checkpointing=True)
     trainer.fit(uninterrupted, tiny_cifar(cifar_folder, crop_padding=0))
     checkpoint = tmp_path / "ckpt" / "step=7.ckpt"
-    assert torch.load(checkpoint, weights_only=False)["callbacks"]["BoundarySampleMining"] == {"num_epochs": 3}
+    saved = torch.load(checkpoint, weights_only=True)["callbacks"]["BoundarySampleMining"]
+    assert saved == {"num_epochs": 3, "num_steps_total": None}
 
     pl.seed_everything(0)
     resumed = make_bss(tmp_path)
@@ -312,7 +349,7 @@ def test_bf16_mixed_precision_on_cpu_mines_under_autocast(tmp_path: Path, cifar_
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(make_bss(tmp_path), tiny_cifar(cifar_folder, crop_padding=0))
+        trainer.fit(make_bss(tmp_path, student=colour_teacher(20.0)), tiny_cifar(cifar_folder, crop_padding=0))
     assert len(recorder.steps) == 2
     assert all(dtype == torch.bfloat16 and math.isfinite(loss) for dtype, loss in recorder.steps)
 
@@ -367,3 +404,41 @@ def test_ddp_two_processes_mine_their_own_shards(tmp_path: Path, cifar_folder: P
     # epoch-level statistics are summed over both ranks: 5 batches each in epoch 1 (the last one mines nothing)
     total_mined = sum(sum(rank["mined"]) for rank in ranks)
     assert trainer.callback_metrics["bss/samples_per_batch"].item() == pytest.approx(total_mined / 10)
+
+
+# ------------------------------------------------------------------------------------------ clamp and schedule length
+def test_boundary_samples_stay_valid_images_in_the_data_normalisation() -> None:
+    """With CIFAR-10 statistics the official (-2.5, 2.5) lets pixels leave [0, 1]; the default clamp does not."""
+    mean, std = torch.tensor(CIFAR10DataModule.mean), torch.tensor(CIFAR10DataModule.std)
+    assert ((-2.5 * std + mean) < 0).all() and ((2.5 * std + mean) > 1).all()
+    mining = BoundarySampleMining(num_epochs=1)
+    bounds = mining.resolve_bounds(SimpleNamespace(mean=CIFAR10DataModule.mean, std=CIFAR10DataModule.std))
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    images = (torch.rand(32, 3, 4, 4) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    base = teacher(images).argmax(1)
+    attacked = boundary_attack(teacher, images, base, 1 - base, num_steps=10, step_size=50.0, clamp_range=bounds)
+    pixels = attacked.images * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
+    assert (pixels <= 1e-6).any() and (pixels >= 1 - 1e-6).any()  # the bounds were reached: the clamp acted
+    official = boundary_attack(teacher, images, base, 1 - base, num_steps=10, step_size=50.0, clamp_range=(-2.5, 2.5))
+    official_pixels = official.images * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
+    assert official_pixels.min() < 0 or official_pixels.max() > 1
+
+
+class RecordWeightsPerStep(pl.Callback):
+    def __init__(self) -> None:
+        self.weights: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        mining = BoundarySampleMining.find(trainer)
+        self.weights.append((mining.distillation_weight, mining.boundary_weight))
+
+
+def test_schedule_is_counted_in_steps_when_the_trainer_has_only_max_steps(tmp_path: Path, cifar_folder: Path) -> None:
+    recorder = RecordWeightsPerStep()
+    trainer = tiny_trainer(tmp_path, max_epochs=None, max_steps=8, callbacks=[recorder])
+    trainer.fit(make_bss(tmp_path), tiny_cifar(cifar_folder, crop_padding=0))
+    mining = BoundarySampleMining.find(trainer)
+    assert mining.num_steps_total == 8 and mining.num_epochs is None
+    assert recorder.weights == [bss_weights(step, 8) for step in range(1, 9)]

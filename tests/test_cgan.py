@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from cgan_helpers import (
@@ -74,7 +75,7 @@ def test_vicinal_batch_draws_real_samples_and_fake_labels_in_each_targets_vicini
     torch.manual_seed(0)
     labels = torch.rand(64)
     for vicinity, kappa in (("hard", 0.05), ("soft", 400.0)):
-        plan = sample_vicinal_batch(labels, sigma=0.05, vicinity=vicinity, kappa=kappa)
+        plan = sample_vicinal_batch(labels, labels.unique(), 32, sigma=0.05, vicinity=vicinity, kappa=kappa)
         radius = vicinity_radius(vicinity, kappa)
         assert ((labels[plan.real_index] - plan.targets).abs() <= radius + 1e-6).all()
         assert ((plan.fake_labels - plan.targets).abs() <= radius + 1e-6).all()
@@ -83,9 +84,40 @@ def test_vicinal_batch_draws_real_samples_and_fake_labels_in_each_targets_vicini
             plan.real_weights, vicinal_weights(labels[plan.real_index], plan.targets, vicinity, kappa)
         )
         torch.testing.assert_close(plan.fake_weights, vicinal_weights(plan.fake_labels, plan.targets, vicinity, kappa))
-    assert not torch.equal(plan.targets, labels)  # the targets are noisy labels
     with pytest.raises(RuntimeError, match="increase kappa"):
-        sample_vicinal_batch(torch.tensor([0.0, 1.0]), sigma=5.0, vicinity="hard", kappa=1e-6, max_redraws=5)
+        pool = torch.tensor([0.0, 1.0])
+        sample_vicinal_batch(pool, pool, 2, sigma=5.0, vicinity="hard", kappa=1e-6, max_redraws=5)
+
+
+def official_target_labels(unique_train_labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """UBCDingXin/cGAN-KD UTKFace/train_ccgan.py:100 (commit 8fcb117): the labels the noise is added to."""
+    return rng.choice(unique_train_labels, size=size, replace=True)
+
+
+def test_ccgan_conditioning_labels_are_uniform_over_the_distinct_training_labels(tmp_path: Path) -> None:
+    """Ages where one occurs 90 times as often as each other: CcGAN conditions on every distinct age equally often.
+
+    A chi-square test against the uniform law over distinct labels (the official draw), and against the
+    frequencies of the data (what drawing from the batch's labels gives): only the first fits.
+    """
+
+    def chi_square(observed: np.ndarray, expected: np.ndarray | None = None) -> float:
+        expected = np.full(len(observed), observed.sum() / len(observed)) if expected is None else expected
+        return float(((observed - expected) ** 2 / expected).sum())
+
+    critical = 18.47  # the 0.999 quantile of chi-square with 4 degrees of freedom
+
+    distinct = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0]) / 60
+    train_labels = torch.cat([distinct[:1].repeat(360), distinct[1:].repeat_interleave(4)])  # 360 : 4 : 4 : 4 : 4
+    torch.manual_seed(0)
+    drawn = [sample_vicinal_batch(train_labels, distinct, 100, 0.005, "hard", 0.05).targets for _ in range(40)]
+    nearest = (torch.cat(drawn)[:, None] - distinct[None, :]).abs().argmin(1)  # noise 0.005 << gaps of 1/6
+    counts = nearest.bincount(minlength=5).numpy()
+    official = official_target_labels(distinct.numpy(), 4000, np.random.default_rng(0))
+    official_counts = np.array([(np.abs(official - value) < 1e-6).sum() for value in distinct.numpy()])
+    assert chi_square(counts) < critical and chi_square(official_counts) < critical
+    frequencies = np.array([360, 4, 4, 4, 4]) / 376 * counts.sum()
+    assert chi_square(counts, frequencies) > 100 * critical
 
 
 # ----------------------------------------------------------------------------------------------- networks

@@ -29,6 +29,7 @@ from lit_kd.callbacks import DFADGallery, GeneratorUpdateSchedule
 from lit_kd.data import CIFAR10DataModule, DataFreeDataModule, LatentNoiseLoader, LatentSeedSampler
 from lit_kd.losses import logit_discrepancy
 from lit_kd.methods import DataFreeAdversarialDistillation
+from lit_kd.methods.dfad import dfad_lr_schedule
 from lit_kd.models import DCGANGenerator, DFADGenerator, ImageNetStyleResNet, create_model
 
 
@@ -245,7 +246,7 @@ def test_official_defaults_and_the_schedule_callback_overrides(
     official = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
     assert {key: student_optimizer.defaults[key] for key in official} == official
     assert generator_optimizer.defaults["lr"] == 1e-3
-    assert all(s.milestones == {100: 1, 200: 1} and s.gamma == 0.1 for s in module.lr_schedulers())
+    assert all(s.milestones == {99: 1, 199: 1} and s.gamma == 0.1 for s in module.lr_schedulers())
 
     schedule = GeneratorUpdateSchedule(student_steps=2, student_lr=0.05, generator_lr=2e-4)
     module = tiny_dfad(teacher_path, lr_scheduler=lambda optimizer: MultiStepLR(optimizer, [1], 0.1))
@@ -374,3 +375,20 @@ def test_gallery_shows_images_and_a_collapsed_class_histogram(tmp_path: Path, ci
     assert metrics["dfad/teacher_class_fraction/cat"] == 1 and metrics["dfad/teacher_class_fraction/dog"] == 0
     csv_header = next((tmp_path / "csv").rglob("metrics.csv")).read_text().splitlines()[0]
     assert "dfad/teacher_class_entropy" in csv_header and "dfad/teacher_class_fraction/airplane" in csv_header
+
+
+def test_learning_rate_per_epoch_equals_the_official_schedule_stepped_at_epoch_start() -> None:
+    """DFAD_cifar.py:153-167: MultiStepLR([100, 200], 0.1) stepped at the *start* of every (1-based) epoch; Lightning
+    steps ours at the end of every epoch. The rate each epoch trains with must be the same for all 300 epochs."""
+    official_optimizer = SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    official = MultiStepLR(official_optimizer, [100, 200], 0.1)
+    ours_optimizer = SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    ours = dfad_lr_schedule(ours_optimizer)
+    official_rates, our_rates = [], []
+    for _epoch in range(1, 301):
+        official.step()  # start of the official epoch
+        official_rates.append(official_optimizer.param_groups[0]["lr"])
+        our_rates.append(ours_optimizer.param_groups[0]["lr"])  # the rate our epoch trains with
+        ours.step()  # end of our epoch (Lightning)
+    assert our_rates == pytest.approx(official_rates)
+    assert official_rates[98] == pytest.approx(0.1) and official_rates[99] == pytest.approx(0.01)

@@ -41,14 +41,15 @@ def test_hint_loss_by_hand_and_regressor_shapes() -> None:
     assert hint_loss(torch.zeros(1, 2, 1, 1), torch.tensor([[[[1.0]], [[3.0]]]])).item() == pytest.approx(5.0)
     with pytest.raises(ValueError, match="teacher map's shape"):
         hint_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 3, 1, 1))
-    for student_size, teacher_size in ((8, 8), (8, 4), (4, 8)):
+    for student_size, teacher_size in ((8, 8), (8, 4), (4, 8), (7, 4)):
         student, teacher = (
             torch.randn(2, 16, student_size, student_size),
             torch.randn(2, 64, teacher_size, teacher_size),
         )
         assert ConvRegressor.between(student, teacher)(student).shape == teacher.shape
-    with pytest.raises(ValueError, match="scale"):
-        ConvRegressor(16, 64, scale=4.0)
+    assert ConvRegressor((16, 7, 7), (64, 4, 4)).regressor[0].kernel_size == (4, 4)  # RepDistiller's 1 + s_H - t_H
+    with pytest.raises(ValueError, match="4x4 cannot be regressed onto a teacher map of 6x6"):
+        ConvRegressor((16, 4, 4), (64, 6, 6))
 
 
 def make(method, tmp_path: Path, **kwargs):
@@ -69,7 +70,9 @@ def test_fitnets_loss_and_gradients(tmp_path: Path) -> None:
     module.eval()  # deterministic BN for the hand computation
     losses, logits = module.training_losses(images, targets)
     student = module.student.forward_features(images)
-    teacher_map = module.teacher.forward_features(images).features[2]
+    teacher_map = module.teacher.forward_features(images).features[
+        2
+    ]  # hint layer 2 is stages.1: RepDistiller's feat[2]
     expected_hint = F.mse_loss(module.regressor(student.features[2]), teacher_map)
     assert torch.allclose(losses["hint"], expected_hint)
     assert torch.allclose(losses["loss"], F.cross_entropy(logits, targets) + 10.0 * expected_hint)
@@ -92,25 +95,39 @@ def test_fitnets_trains_the_regressor_never_the_teacher(tmp_path: Path, cifar_fo
 
 
 def test_feature_methods_explain_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="student must be a lit_kd.models.FeatureNet"):
+    with pytest.raises(ValueError, match="a feature index needs a lit_kd.models.FeatureNet; TinyNet is not one"):
         FitNets(TinyNet(), create_model("resnet8", num_classes=10))
     with pytest.raises(ValueError, match=r"hint_layer must be in 0\.\.3"):
         make(FitNets, tmp_path, hint_layer=4)
     with pytest.raises(ValueError, match="pair up"):
         make(AttentionTransfer, tmp_path, student_layers=[1, 2], teacher_layers=[3])
-    with pytest.raises(ValueError, match="adapted_stage must index a teacher stage"):
-        make(ActivationMapAdaptation, tmp_path, adapted_stage=0)
+    with pytest.raises(ValueError, match="adapted_layer must name a teacher block"):
+        make(ActivationMapAdaptation, tmp_path, adapted_layer=0)
 
 
-def test_attention_transfer_sums_every_stage_pair(tmp_path: Path) -> None:
-    module = make(AttentionTransfer, tmp_path, beta=100.0)
+def official_at(x: torch.Tensor) -> torch.Tensor:
+    """szagoruyko/attention-transfer utils.py:18-19 (commit 893df54)."""
+    return F.normalize(x.pow(2).mean(1).view(x.size(0), -1))
+
+
+def official_at_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """utils.py:22-23."""
+    return (official_at(x) - official_at(y)).pow(2).mean()
+
+
+def test_attention_transfer_total_loss_is_the_official_one(tmp_path: Path) -> None:
+    """cifar.py:219-223: ``distillation(y_s, y_t, targets, T, alpha=0) + beta * sum(at_loss(g_s, g_t))``: plain CE
+    (alpha 0, cifar.py:56) plus beta, not beta / 2, times the summed group losses; beta = 1000 (README.md:68)."""
+    module = make(AttentionTransfer, tmp_path)
+    assert module.beta == 1000.0
     images, targets = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     module.eval()
     losses, logits = module.training_losses(images, targets)
     student, teacher = module.student.forward_features(images), module.teacher.forward_features(images)
-    expected = sum(attention_transfer_loss(student.features[i], teacher.features[i]) for i in (1, 2, 3))
-    assert torch.allclose(losses["at"], expected)
-    assert torch.allclose(losses["loss"], F.cross_entropy(logits, targets) + 50.0 * expected)
+    loss_groups = [official_at_loss(x, y) for x, y in zip(student.features[1:], teacher.features[1:], strict=True)]
+    official = F.cross_entropy(logits, targets) + 1000.0 * sum(loss_groups)
+    torch.testing.assert_close(losses["loss"], official)
+    torch.testing.assert_close(losses["at"], sum(loss_groups))
     module.train()
     module.training_losses(images, targets)[0]["at"].backward()
     assert module.student.stem[0].weight.grad.abs().sum() > 0

@@ -172,7 +172,7 @@ def test_discriminators_step_only_when_the_schedule_says_so(tmp_path: Path, cifa
     trainer.fit(module, tiny_cifar(cifar_folder))
     changed = [not torch.equal(a, b) for a, b in zip([initial, *recorder.weights], recorder.weights, strict=False)]
     assert changed == [False, True, False, True, False]  # global steps 0..4, updates at 1 and 3
-    assert trainer.optimizers[0].param_groups[1]["initial_lr"] == 0.05
+    assert trainer.optimizers[-1].param_groups[0]["lr"] == 0.05  # the discriminators' own optimiser (alternating)
 
 
 def test_extra_discriminator_steps_move_only_the_discriminators(tmp_path: Path, cifar_folder: Path) -> None:
@@ -243,3 +243,108 @@ def test_exported_network_loads_as_a_teacher(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="index"):
         module.export_network(2, tmp_path / "net2.pt")
     assert not any(key.startswith("student.") for key in module.state_dict())
+
+
+def official_kl_loss_compute(logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
+    """YingZhangDUT/Deep-Mutual-Learning train_models.py:60-67 (commit 34a2058), ported from TensorFlow:
+    ``pred1 = softmax(logits1); pred2 = softmax(logits2); mean(sum(pred2 * log(1e-8 + pred2 / (pred1 + 1e-8)), 1))``."""
+    pred1, pred2 = torch.softmax(logits1, 1), torch.softmax(logits2, 1)
+    return (pred2 * torch.log(1e-8 + pred2 / (pred1 + 1e-8))).sum(1).mean()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_dml_with_three_peers_averages_the_kl_like_the_paper_or_sums_it_like_the_code(reduction: str) -> None:
+    torch.manual_seed(0)
+    module = DeepMutualLearning([TinyNet(), TinyNet(width=4), TinyNet(width=6)], kl_reduction=reduction)
+    module.eval()
+    images, targets = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    losses, _ = module.training_losses(images, targets)
+    logits = [network(images) for network in module.networks]
+    for i in range(3):
+        kl = [official_kl_loss_compute(logits[i], logits[j]) for j in range(3) if j != i]  # train_models.py:90-95
+        expected = sum(kl) / (2 if reduction == "mean" else 1)
+        torch.testing.assert_close(losses[f"net{i}/kl"], expected, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(losses[f"net{i}/ce"], torch.nn.functional.cross_entropy(logits[i], targets))
+
+
+class RecordBatch(pl.Callback):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.batch = (batch[0].clone(), batch[1].clone())
+
+
+def test_afd_alternating_update_is_a_logit_step_then_a_slower_feature_step_then_the_discriminators(
+    tmp_path: Path, cifar_folder: Path
+) -> None:
+    """One batch of the paper's scheme, recomputed by hand: (1) SGD on CE + T^2 KL of the ring pairs; (2) a fresh
+    forward pass and a step of the separate optimiser on the least-squares generator loss; (3) a discriminator step on
+    the maps of (2), the peer's map real, the own fake. Only the logit step counts as a global step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from lit_kd.losses import soft_target_kl
+
+    def sgd(lr: float):
+        return lambda parameters: torch.optim.SGD(parameters, lr=lr)
+
+    pl.seed_everything(0)
+    module = afd_pair(adversarial_optimizer=sgd(0.05), discriminator_lr=0.2, optimizer=sgd(0.1), temperature=3.0)
+    networks, adapters = copy.deepcopy(module.networks), copy.deepcopy(module.adapters)
+    discriminators = copy.deepcopy(module.discriminators)
+    record = RecordBatch()
+    trainer = tiny_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0, callbacks=[record])
+    trainer.fit(module, tiny_cifar(cifar_folder))
+    assert trainer.global_step == 1 and len(trainer.optimizers) == 3
+    images, targets = record.batch
+
+    # (1) the logit step
+    logits = [network(images) for network in networks]
+    loss = sum(
+        F.cross_entropy(logits[i], targets) + soft_target_kl(logits[i], logits[(i - 1) % 2].detach(), 3.0)
+        for i in range(2)
+    )
+    loss.backward()
+    with torch.no_grad():
+        for p in networks.parameters():
+            p -= 0.1 * p.grad
+            p.grad = None
+    # (2) a fresh forward pass, the generator loss through the adapters, the separate optimiser
+    maps = [network.forward_features(images).features[-1] for network in networks]
+    mapped = [adapter(feature_map, 8) for adapter, feature_map in zip(adapters, maps, strict=True)]
+    generator = sum(
+        (1 - torch.func.functional_call(d, {k: v.detach() for k, v in d.named_parameters()}, (m,))).pow(2).mean()
+        for d, m in zip(discriminators, mapped, strict=True)
+    )
+    generator.backward()
+    with torch.no_grad():
+        for p in [*networks.parameters(), *adapters.parameters()]:
+            if p.grad is not None:
+                p -= 0.05 * p.grad
+                p.grad = None
+    # (3) the discriminators on the detached maps of (2)
+    real_fake = [(mapped[(i - 1) % 2].detach(), mapped[i].detach()) for i in range(2)]
+    sum(
+        (1 - d(real)).pow(2).mean() + d(fake).pow(2).mean()
+        for d, (real, fake) in zip(discriminators, real_fake, strict=True)
+    ).backward()
+    with torch.no_grad():
+        for p in discriminators.parameters():
+            p -= 0.2 * p.grad
+
+    for name, mine, theirs in (
+        ("networks", module.networks, networks),
+        ("adapters", module.adapters, adapters),
+        ("discriminators", module.discriminators, discriminators),
+    ):
+        torch.testing.assert_close(all_weights(mine), all_weights(theirs), rtol=1e-4, atol=1e-6, msg=name)
+    assert generator_loss(torch.zeros(1)) == 1 and discriminator_loss(torch.ones(1), torch.zeros(1)) == 0
+
+
+def test_afd_joint_update_takes_one_optimiser_step(tmp_path: Path, cifar_folder: Path) -> None:
+    module = afd_pair(update="joint")
+    trainer = tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(module, tiny_cifar(cifar_folder))
+    assert trainer.global_step == 2 and len(trainer.optimizers) == 1
+    assert [group["initial_lr"] for group in trainer.optimizers[0].param_groups] == [0.1, 0.01]
+    with pytest.raises(ValueError, match="update must be"):
+        afd_pair(update="sometimes")

@@ -1,20 +1,24 @@
 """Boundary supporting samples for BSS (Heo et al., AAAI 2019): selection, the attack, and the mining callback.
 
 Heo, Lee, Yun & Choi, "Knowledge Distillation with Adversarial Samples Supporting Decision Boundary" (AAAI 2019);
-every default below is the one of the official code, https://github.com/bhheo/BSS_distillation
-(``train_BSS_distillation.py`` and ``attacks/attack_BSS.py``).
+the defaults are those of the official code, https://github.com/bhheo/BSS_distillation at commit 586b141
+(``train_BSS_distillation.py`` and ``attacks/attack_BSS.py``, cited by line below), with one deliberate difference:
+the attack clamps to the valid image range in the data's normalisation, which is what the official
+``clamp(-2.5, 2.5)`` amounts to in the official normalisation (see :class:`BoundarySampleMining`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+
+from lit_kd.models.normalization import valid_input_range
 
 
 def bss_weights(epoch: int, num_epochs: int) -> tuple[float, float]:
@@ -35,17 +39,22 @@ def bss_weights(epoch: int, num_epochs: int) -> tuple[float, float]:
 
 
 def select_base_samples(teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, max_samples: int) -> Tensor:
-    """Indices of the samples to attack: those the teacher classifies correctly, at most ``max_samples`` of them.
+    """Indices of the samples to attack: those *both* networks classify correctly, at most ``max_samples`` of them.
 
-    When more than ``max_samples`` qualify, the ones kept are those where teacher and student disagree most: the
-    sum over the non-label classes of the squared differences of their softmax outputs (official code).
+    Base samples are those whose top-1 class is the label for the teacher and for the student
+    (``attack_flag = condition1 & condition2``, ``train_BSS_distillation.py:106-109``), so early in training, when the
+    student is often wrong, fewer than ``max_samples`` are attacked. When more qualify, the ones kept are those where
+    teacher and student disagree most: the sum over the non-label classes of the squared differences of their
+    softmax outputs (``:114-117``).
 
     Example:
-        >>> teacher = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0]])
-        >>> select_base_samples(teacher, torch.zeros(3, 2), torch.tensor([0, 0, 0]), max_samples=64).tolist()
-        [0, 2]
+        >>> teacher = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0], [3.0, 0.0]])
+        >>> student = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [2.0, 0.0]])
+        >>> select_base_samples(teacher, student, torch.tensor([0, 0, 0, 0]), max_samples=64).tolist()
+        [0, 3]
     """
-    index = (teacher_logits.argmax(dim=1) == targets).nonzero().squeeze(1)
+    correct = (teacher_logits.argmax(dim=1) == targets) & (student_logits.argmax(dim=1) == targets)
+    index = correct.nonzero().squeeze(1)
     if len(index) > max_samples:
         difference = (F.softmax(teacher_logits[index].float(), 1) - F.softmax(student_logits[index].float(), 1)) ** 2
         disagreement = difference.sum(dim=1) - difference.gather(1, targets[index, None]).squeeze(1)
@@ -82,15 +91,16 @@ def boundary_attack(
     target_classes: Tensor,
     num_steps: int = 10,
     step_size: float = 0.3,
-    clamp_range: tuple[float, float] | None = (-2.5, 2.5),
+    clamp_range: tuple[float | Tensor, float | Tensor] | None = (-2.5, 2.5),
 ) -> AttackResult:
     """Move each image towards the teacher's boundary between its base class ``b`` and target class ``k``.
 
     Each step adds ``step_size * (f_b - f_k + 1e-4) * g / ||g||_2``, ``g`` the input gradient of ``f_k - f_b``;
     a sample moves only while the teacher still predicts ``b``, so it stops once it crosses; the result is clamped
-    to ``clamp_range`` (normalised input space). For a linear teacher with ``||g|| = G`` a step turns the margin
-    ``m = f_b - f_k`` into ``m - step_size * G * (m + 1e-4)``: with ``step_size * G < 1`` a sample closes in
-    geometrically and stops just across, with ``step_size = 1 / G`` it lands ``1e-4 / G`` beyond the boundary.
+    to ``clamp_range`` (normalised input space; scalars, or per-channel tensors of shape ``[C]``). For a linear
+    teacher with ``||g|| = G`` a step turns the margin ``m = f_b - f_k`` into ``m - step_size * G * (m + 1e-4)``:
+    with ``step_size * G < 1`` a sample closes in geometrically and stops just across, with ``step_size = 1 / G``
+    it lands ``1e-4 / G`` beyond the boundary.
     Only the input gets gradients (``torch.autograd.grad``): no parameter's ``.grad`` is touched. Keep the teacher
     in eval mode. Defaults: ``attacks/attack_BSS.py`` with ``num_steps=10, step_alpha=0.3, norm=2`` as
     ``train_BSS_distillation.py`` builds it.
@@ -102,9 +112,12 @@ def boundary_attack(
         target_classes: ``[M]`` the class to move towards.
         num_steps: maximum number of steps.
         step_size: length of a step per unit of logit margin ``f_b - f_k + 1e-4``.
-        clamp_range: bounds of the input values, or ``None``.
+        clamp_range: bounds of the input values (scalars or per-channel ``[C]`` tensors), or ``None``.
     """
     adversarial = images.detach()
+    if clamp_range is not None:
+        low, high = (torch.as_tensor(bound, dtype=images.dtype, device=images.device) for bound in clamp_range)
+        low, high = (bound.view(1, -1, *(1,) * (images.dim() - 2)) if bound.dim() else bound for bound in (low, high))
     steps = torch.zeros(len(images), dtype=torch.long, device=images.device)
     view = (-1,) + (1,) * (images.dim() - 1)
     with torch.enable_grad():
@@ -122,7 +135,7 @@ def boundary_attack(
             scale = step_size * (base_logit - target_logit + 1e-4) * active / norm
             adversarial = adversarial.detach() + scale.view(view).to(gradient.dtype) * gradient
             if clamp_range is not None:
-                adversarial = adversarial.clamp(*clamp_range)
+                adversarial = torch.maximum(torch.minimum(adversarial, high), low)
             steps += active
         else:
             with torch.no_grad():
@@ -158,22 +171,33 @@ class BoundarySamples:
 class BoundarySampleMining(pl.Callback):
     """Mines boundary supporting samples for :class:`~lit_kd.methods.BSSDistillation` and owns the BSS schedule.
 
-    It holds the attack's settings, sets the two loss weights at the start of each epoch (:func:`bss_weights`),
-    logs the attack's statistics per epoch (``bss/success_rate``, ``bss/mean_steps``, ``bss/perturbation_norm``,
-    ``bss/samples_per_batch``, reduced over DDP ranks, and the weights ``bss/kd_weight``, ``bss/boundary_weight``)
-    and keeps the schedule's length in checkpoints, so a resumed run continues the schedule it started with.
+    It holds the attack's settings, sets the two loss weights (:func:`bss_weights`) at the start of each epoch (or of
+    each step, for a schedule in steps), logs the attack's statistics per epoch (``bss/success_rate``,
+    ``bss/mean_steps``, ``bss/perturbation_norm``, ``bss/samples_per_batch``, reduced over DDP ranks, and the weights
+    ``bss/kd_weight``, ``bss/boundary_weight``) and keeps the schedule's length in checkpoints, so a resumed run
+    continues the schedule it started with.
 
     The module calls :meth:`mine` from its ``training_step``, after the student's forward pass: base samples are
     ranked by the student's logits of that very forward (train-mode BatchNorm, as in the official code), and the
     step already runs inside the precision (autocast) context and on this rank's shard. The attack runs on the
     unwrapped, frozen teacher and gives no parameter a gradient.
 
+    The schedule's length: ``num_epochs`` (the official code's epochs, ``train_BSS_distillation.py:197-198``) or
+    ``num_steps`` (the same formulas with progress counted in optimiser steps; ours); by default the trainer's
+    ``max_epochs``, or its ``max_steps`` when ``max_epochs`` is not set.
+
     Args:
-        max_samples: most base samples attacked per batch (official ``attack_size = 64``).
-        num_steps: attack steps (official 10).
-        step_size: length of a step per unit of the teacher's logit margin (official ``step_alpha = 0.3``).
-        clamp_range: bounds of the attacked images in normalised input space (official ``(-2.5, 2.5)``), or ``None``.
-        num_epochs: the schedule's length ``E``; by default the trainer's ``max_epochs`` when training starts.
+        max_samples: most base samples attacked per batch (official ``attack_size = 64``, ``:23``).
+        num_steps: attack steps (official 10, ``:71``).
+        step_size: length of a step per unit of the teacher's logit margin (official ``step_alpha = 0.3``, ``:71``).
+        clamp_range: bounds of the attacked images in normalised input space. ``"image"`` (default): the valid
+            image range ``[0, 1]`` in the data's normalisation, per channel (from the DataModule's ``mean``/``std``;
+            no clamp, with a warning, when it has none). The official ``(-2.5, 2.5)`` (``attack_BSS.py:72``) is about
+            that range in the official normalisation (std about 0.20, ``train_BSS_distillation.py:39``) but lets
+            pixels leave ``[0, 1]`` under other statistics; pass it as a pair to reproduce it exactly. ``None``: no
+            clamp.
+        num_epochs: the schedule's length ``E`` in epochs.
+        num_steps_total: the schedule's length in optimiser steps, instead of ``num_epochs``.
     """
 
     def __init__(
@@ -181,24 +205,38 @@ class BoundarySampleMining(pl.Callback):
         max_samples: int = 64,
         num_steps: int = 10,
         step_size: float = 0.3,
-        clamp_range: tuple[float, float] | None = (-2.5, 2.5),
+        clamp_range: Literal["image"] | tuple[float, float] | None = "image",
         num_epochs: int | None = None,
+        num_steps_total: int | None = None,
     ) -> None:
-        for name, value in (("max_samples", max_samples), ("num_steps", num_steps), ("num_epochs", num_epochs or 1)):
+        for name, value in (
+            ("max_samples", max_samples),
+            ("num_steps", num_steps),
+            ("num_epochs", num_epochs or 1),
+            ("num_steps_total", num_steps_total or 1),
+        ):
             if value < 1:
                 raise ValueError(f"BoundarySampleMining: {name} must be >= 1, got {value}")
+        if num_epochs is not None and num_steps_total is not None:
+            raise ValueError("BoundarySampleMining: set num_epochs or num_steps_total, not both")
         if step_size <= 0:
             raise ValueError(f"BoundarySampleMining: step_size must be > 0, got {step_size}")
-        if clamp_range is not None and clamp_range[0] >= clamp_range[1]:
+        if isinstance(clamp_range, str) and clamp_range != "image":
+            raise ValueError(
+                f"BoundarySampleMining: clamp_range must be 'image', (low, high) or None, got {clamp_range!r}"
+            )
+        if clamp_range is not None and not isinstance(clamp_range, str) and clamp_range[0] >= clamp_range[1]:
             raise ValueError(
                 f"BoundarySampleMining: clamp_range must be (low, high) with low < high, got {clamp_range}"
             )
         self.max_samples = max_samples
         self.num_steps = num_steps
         self.step_size = step_size
-        self.clamp_range = tuple(clamp_range) if clamp_range is not None else None
+        self.clamp_range = clamp_range if clamp_range is None or isinstance(clamp_range, str) else tuple(clamp_range)
         self.num_epochs = num_epochs
+        self.num_steps_total = num_steps_total
         self.distillation_weight, self.boundary_weight = 0.0, 0.0
+        self.bounds: tuple[float | Tensor, float | Tensor] | None = None  # the clamp in use, resolved at fit start
         self.latest: BoundarySamples | None = None  # the last samples mined this epoch, for galleries
         self._totals: Tensor | None = None  # batches, samples, crossed, steps, perturbation norm: this epoch
 
@@ -213,30 +251,63 @@ class BoundarySampleMining(pl.Callback):
             )
         return found[0]
 
+    def resolve_bounds(self, datamodule: Any) -> tuple[float | Tensor, float | Tensor] | None:
+        """The clamp for the attack: ``clamp_range``, or for ``"image"`` the data's ``[0, 1]`` range normalised."""
+        if self.clamp_range != "image":
+            return self.clamp_range
+        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+        if mean is None or std is None:
+            rank_zero_warn(
+                f"BoundarySampleMining: {type(datamodule).__name__} has no mean/std, so the valid image range of its "
+                "batches is unknown: boundary samples are not clamped (pass clamp_range=(low, high) to clamp)"
+            )
+            return None
+        return valid_input_range(mean, std)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Fix the schedule's length (from ``max_epochs`` unless set or restored) and set the epoch's weights.
+        """Fix the schedule's length (unless set or restored), resolve the clamp and set the weights.
 
         The weights are set here too because a run resumed mid-epoch does not call ``on_train_epoch_start``.
         """
-        if self.num_epochs is None:
-            if trainer.max_epochs is None or trainer.max_epochs < 1:
+        self.bounds = self.resolve_bounds(getattr(trainer, "datamodule", None))
+        if self.num_epochs is None and self.num_steps_total is None:
+            if trainer.max_epochs is not None and trainer.max_epochs >= 1:
+                self.num_epochs = trainer.max_epochs
+            elif trainer.max_steps is not None and trainer.max_steps >= 1:
+                self.num_steps_total = trainer.max_steps
+            else:
                 raise ValueError(
-                    f"BoundarySampleMining: set num_epochs (the trainer has max_epochs={trainer.max_epochs})"
+                    "BoundarySampleMining: set num_epochs or num_steps_total (the trainer has neither max_epochs nor "
+                    "max_steps)"
                 )
-            self.num_epochs = trainer.max_epochs
-        elif self.num_epochs != trainer.max_epochs:
+        elif self.num_epochs is not None and self.num_epochs != trainer.max_epochs:
             rank_zero_warn(
                 f"BoundarySampleMining: the BSS schedule spans num_epochs={self.num_epochs} (set, or restored from "
                 f"the checkpoint), not the trainer's max_epochs={trainer.max_epochs}"
             )
         self.on_train_epoch_start(trainer, pl_module)
 
+    def set_weights(self, trainer: Any) -> None:
+        """This epoch's (or step's) weights ``(r, r_bss)``."""
+        if self.num_steps_total is not None:
+            progress = (trainer.global_step + 1, self.num_steps_total)
+        elif self.num_epochs is not None:
+            progress = (trainer.current_epoch + 1, self.num_epochs)
+        else:
+            raise RuntimeError("BoundarySampleMining: on_train_start fixes the schedule's length; it has not run")
+        self.distillation_weight, self.boundary_weight = bss_weights(*progress)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Set this epoch's loss weights and reset the epoch's statistics."""
-        if self.num_epochs is None:
-            raise RuntimeError("BoundarySampleMining: on_train_start sets num_epochs; it has not run")
-        self.distillation_weight, self.boundary_weight = bss_weights(trainer.current_epoch + 1, self.num_epochs)
+        self.set_weights(trainer)
         self.latest, self._totals = None, torch.zeros(5, dtype=torch.float64, device=pl_module.device)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """With a schedule in steps, set this step's weights."""
+        if self.num_steps_total is not None:
+            self.set_weights(trainer)
 
     def mine(
         self, teacher: nn.Module, images: Tensor, targets: Tensor, teacher_logits: Tensor, student_logits: Tensor
@@ -260,8 +331,9 @@ class BoundarySampleMining(pl.Callback):
             return None
         base_classes = targets[index]
         target_classes = sample_target_classes(teacher_logits[index].detach())
+        bounds = self.bounds if self.clamp_range == "image" else self.clamp_range
         attack = boundary_attack(
-            teacher, images[index], base_classes, target_classes, self.num_steps, self.step_size, self.clamp_range
+            teacher, images[index], base_classes, target_classes, self.num_steps, self.step_size, bounds
         )
         samples = BoundarySamples(
             originals=images[index].detach(),
@@ -298,8 +370,9 @@ class BoundarySampleMining(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The schedule's length, so that a resumed run keeps the schedule it started with."""
-        return {"num_epochs": self.num_epochs}
+        return {"num_epochs": self.num_epochs, "num_steps_total": self.num_steps_total}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the schedule's length saved by :meth:`state_dict`."""
         self.num_epochs = state_dict["num_epochs"]
+        self.num_steps_total = state_dict.get("num_steps_total")

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import Tensor
 
 from lit_kd.losses.kd import soft_target_kl
 
 
-def mutual_kl(logits: Sequence[Tensor], pairs: Sequence[tuple[int, int]], temperature: float = 1.0) -> list[Tensor]:
-    """Each network's mean ``T^2 * KL(softmax(mentor / T) || softmax(self / T))`` over its mentors in ``pairs``.
+def mutual_kl(
+    logits: Sequence[Tensor],
+    pairs: Sequence[tuple[int, int]],
+    temperature: float = 1.0,
+    reduction: Literal["mean", "sum"] = "mean",
+) -> list[Tensor]:
+    """Each network's ``T^2 * KL(softmax(mentor / T) || softmax(self / T))``, averaged (or summed) over its mentors.
 
     Deep mutual learning (Zhang et al., CVPR 2018, eq. 3-4): peer ``i`` minimises the KL divergence from every other
     peer's predicted distribution to its own, averaged over the peers; the mentors' logits are detached, so the term
@@ -21,6 +27,8 @@ def mutual_kl(logits: Sequence[Tensor], pairs: Sequence[tuple[int, int]], temper
         logits: ``[B, C]`` logits of each network.
         pairs: ``(student, mentor)`` pairs, indices into ``logits``.
         temperature: softening temperature; DML uses 1 (plain KL), the ``T^2`` factor is then 1.
+        reduction: ``"mean"`` over a network's mentors (the paper's ``1 / (K - 1)``) or ``"sum"`` (the official
+            TensorFlow code, ``train_models.py:90-95``); equal for two networks.
 
     Returns:
         One scalar per network.
@@ -40,6 +48,10 @@ def mutual_kl(logits: Sequence[Tensor], pairs: Sequence[tuple[int, int]], temper
     for student, mentor in pairs:
         sums[student] = sums[student] + soft_target_kl(logits[student], logits[mentor].detach(), temperature)
         counts[student] += 1
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction == "sum":
+        return sums
     return [total / count if count else total for total, count in zip(sums, counts, strict=True)]
 
 

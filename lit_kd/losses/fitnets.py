@@ -10,41 +10,49 @@ class ConvRegressor(nn.Module):
     """Maps a student feature map ``[B, C_s, H_s, W_s]`` onto the teacher's ``[B, C_t, H_t, W_t]``: conv -> BN -> ReLU.
 
     The regressor of FitNets (Romero et al., 2015, Sec. 2.2: a convolutional regressor keeps the parameter count
-    small), in the form of RepDistiller's ``ConvReg`` (Tian et al., 2020, ``models/util.py``): a 1x1 convolution
-    when both maps have the same spatial size, a 3x3 stride-2 convolution when the student's map is twice as
-    large, a 4x4 stride-2 transposed convolution when it is half as large; then batch norm and ReLU (the teacher
-    maps it regresses onto are post-ReLU).
+    small), in the form of RepDistiller's ``ConvReg`` (Tian et al., 2020, ``models/util.py:131-154``): a 1x1
+    convolution when both maps have the same spatial size, a 3x3 stride-2 convolution when the student's map is
+    twice as large, a 4x4 stride-2 transposed convolution when it is half as large, and a ``(1 + H_s - H_t) x
+    (1 + W_s - W_t)`` convolution when it is larger by another amount; then batch norm and ReLU (the teacher maps it
+    regresses onto are post-ReLU). The convolutions have no bias (the batch norm absorbs it).
 
     Args:
-        student_channels: channels of the student's hint-layer map.
-        teacher_channels: channels of the teacher's guided-layer map.
-        scale: teacher spatial size divided by student spatial size: ``1``, ``0.5`` or ``2``.
+        student_shape: ``(C, H, W)`` of the student's hint-layer map.
+        teacher_shape: ``(C, H, W)`` of the teacher's guided-layer map.
+
+    Raises:
+        ValueError: the student's map is smaller than the teacher's, other than exactly half its size.
 
     Example:
         >>> import torch
-        >>> ConvRegressor(16, 64, scale=0.5)(torch.randn(2, 16, 8, 8)).shape
+        >>> ConvRegressor((16, 8, 8), (64, 4, 4))(torch.randn(2, 16, 8, 8)).shape
+        torch.Size([2, 64, 4, 4])
+        >>> ConvRegressor((16, 7, 7), (64, 4, 4))(torch.randn(2, 16, 7, 7)).shape
         torch.Size([2, 64, 4, 4])
     """
 
-    def __init__(self, student_channels: int, teacher_channels: int, scale: float = 1.0) -> None:
+    def __init__(self, student_shape: tuple[int, int, int], teacher_shape: tuple[int, int, int]) -> None:
         super().__init__()
-        convolutions = {
-            1.0: lambda: nn.Conv2d(student_channels, teacher_channels, 1, bias=False),
-            0.5: lambda: nn.Conv2d(student_channels, teacher_channels, 3, stride=2, padding=1, bias=False),
-            2.0: lambda: nn.ConvTranspose2d(student_channels, teacher_channels, 4, stride=2, padding=1, bias=False),
-        }
-        if scale not in convolutions:
+        (s_c, s_h, s_w), (t_c, t_h, t_w) = student_shape, teacher_shape
+        if (s_h, s_w) == (t_h, t_w):
+            convolution: nn.Module = nn.Conv2d(s_c, t_c, 1, bias=False)
+        elif (s_h, s_w) == (2 * t_h, 2 * t_w):
+            convolution = nn.Conv2d(s_c, t_c, 3, stride=2, padding=1, bias=False)
+        elif (2 * s_h, 2 * s_w) == (t_h, t_w):
+            convolution = nn.ConvTranspose2d(s_c, t_c, 4, stride=2, padding=1, bias=False)
+        elif s_h >= t_h and s_w >= t_w:
+            convolution = nn.Conv2d(s_c, t_c, (1 + s_h - t_h, 1 + s_w - t_w), bias=False)
+        else:
             raise ValueError(
-                f"scale (teacher size / student size of the hinted maps) must be one of {sorted(convolutions)}, "
-                f"got {scale}"
+                f"a student map of {s_h}x{s_w} cannot be regressed onto a teacher map of {t_h}x{t_w}: a smaller "
+                "student map must be exactly half the teacher's size; choose a student layer with a larger map"
             )
-        self.regressor = nn.Sequential(convolutions[scale](), nn.BatchNorm2d(teacher_channels), nn.ReLU())
+        self.regressor = nn.Sequential(convolution, nn.BatchNorm2d(t_c), nn.ReLU())
 
     @classmethod
     def between(cls, student_map: Tensor, teacher_map: Tensor) -> ConvRegressor:
-        """A regressor for maps shaped like these two example maps (e.g. from a forward pass on a dummy batch)."""
-        scale = teacher_map.shape[-1] / student_map.shape[-1]
-        return cls(student_map.shape[1], teacher_map.shape[1], scale=scale)
+        """A regressor for maps shaped like these two example maps ``[B, C, H, W]`` (e.g. from a probe batch)."""
+        return cls(tuple(student_map.shape[1:]), tuple(teacher_map.shape[1:]))
 
     def forward(self, student_map: Tensor) -> Tensor:
         """The student's map regressed into the teacher's channel count and spatial size."""

@@ -107,7 +107,7 @@ def default_kappa(labels: Tensor, vicinity: Vicinity, multiplier: float = 2.0) -
 
 
 class VicinalBatch(NamedTuple):
-    """A discriminator batch of CcGAN: target labels, the real samples and fake labels drawn around them, weights."""
+    """One CcGAN discriminator batch: targets, real samples (training-set indices), fake labels, weights."""
 
     targets: Tensor
     real_index: Tensor
@@ -116,34 +116,55 @@ class VicinalBatch(NamedTuple):
     fake_weights: Tensor
 
 
+def draw_target_labels(distinct_labels: Tensor, count: int, sigma: float) -> tuple[Tensor, Tensor]:
+    """CcGAN's conditioning labels: ``count`` distinct training labels drawn uniformly, plus ``N(0, sigma^2)`` noise.
+
+    Returns ``(drawn labels, noisy targets)``; the draw is with replacement.
+    ``np.random.choice(unique_train_labels, size, replace=True)`` then ``+ np.random.normal(0, kernel_sigma, size)``
+    (UBCDingXin/cGAN-KD ``UTKFace/train_ccgan.py:99-103`` for the discriminator step, ``:216-220`` for the generator
+    step): every distinct label is equally likely however often it occurs, which is how CcGAN treats rare ages evenly.
+    Random draws use torch's global generator.
+
+    Example:
+        >>> labels, targets = draw_target_labels(torch.tensor([0.25, 0.5]), count=4, sigma=0.0)
+        >>> torch.equal(labels, targets) and set(labels.tolist()) <= {0.25, 0.5}
+        True
+    """
+    drawn = distinct_labels[torch.randint(len(distinct_labels), (count,), device=distinct_labels.device)]
+    return drawn, drawn + sigma * torch.randn_like(drawn)
+
+
 def sample_vicinal_batch(
-    labels: Tensor,
+    train_labels: Tensor,
+    distinct_labels: Tensor,
+    count: int,
     sigma: float,
     vicinity: Vicinity,
     kappa: float,
     nonzero_weight_threshold: float = 1e-3,
     max_redraws: int = 1000,
 ) -> VicinalBatch:
-    """Draw one CcGAN discriminator batch from a batch of real labels (in ``[0, 1]``), as ``train_ccgan.py`` does.
+    """Draw one CcGAN discriminator batch of ``count`` targets, as ``UTKFace/train_ccgan.py:97-182`` does.
 
-    Each target is a batch label plus ``N(0, sigma^2)`` noise, redrawn while no real label lies within the vicinity
-    radius; the real sample of a target is drawn uniformly from those in its vicinity; its fake label uniformly from
-    ``[t - radius, t + radius]`` clipped to ``[0, 1]``. Weights are 1 (HVDL) or the SVDL kernel. The official code
-    searches the vicinity in the whole training set; here it is the current batch (the candidate pool of a
-    sharded, resumable loader), which is our choice. Random draws use torch's global generator.
+    Each target is a distinct training label drawn uniformly plus ``N(0, sigma^2)`` noise (:func:`draw_target_labels`);
+    while no training label lies within the vicinity radius, its noise is redrawn (the label is kept,
+    ``train_ccgan.py:116-131``). Its real sample is drawn uniformly from the training samples in its vicinity (the
+    whole training set, ``:116-138``: ``real_index`` indexes ``train_labels``); its fake label uniformly from
+    ``[t - radius, t + radius]`` clipped to ``[0, 1]`` (``:145-151``). Weights are 1 (HVDL) or the SVDL kernel
+    (``:181-182``). Random draws use torch's global generator.
 
     Raises:
-        RuntimeError: some target found no real label in its vicinity after ``max_redraws`` redraws (``kappa`` is
-            far too small for ``sigma``).
+        RuntimeError: some target found no training label in its vicinity after ``max_redraws`` redraws (``kappa``
+            is far too small for ``sigma``).
     """
     radius = vicinity_radius(vicinity, kappa, nonzero_weight_threshold)
-    targets = labels + sigma * torch.randn_like(labels)
+    drawn, targets = draw_target_labels(distinct_labels, count, sigma)
     for _ in range(max_redraws):
-        in_vicinity = (labels[None, :] - targets[:, None]).abs() <= radius
+        in_vicinity = (train_labels[None, :] - targets[:, None]).abs() <= radius
         empty = ~in_vicinity.any(dim=1)
         if not empty.any():
             break
-        targets[empty] = labels[empty] + sigma * torch.randn_like(labels[empty])
+        targets[empty] = drawn[empty] + sigma * torch.randn_like(drawn[empty])
     else:
         raise RuntimeError(
             f"sample_vicinal_batch: no real label within {radius:.4g} of some target after {max_redraws} redraws "
@@ -155,7 +176,7 @@ def sample_vicinal_batch(
     if vicinity == "hard":
         ones = torch.ones_like(targets)
         return VicinalBatch(targets, real_index, fake_labels, ones, ones)
-    real_weights = vicinal_weights(labels[real_index], targets, vicinity, kappa)
+    real_weights = vicinal_weights(train_labels[real_index], targets, vicinity, kappa)
     return VicinalBatch(
         targets, real_index, fake_labels, real_weights, vicinal_weights(fake_labels, targets, vicinity, kappa)
     )

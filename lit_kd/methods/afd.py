@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.optim import Adam, Optimizer
 
 from lit_kd.losses.afd import (
     FeatureAdapter,
@@ -15,62 +18,100 @@ from lit_kd.losses.afd import (
     l1_alignment_loss,
 )
 from lit_kd.losses.dml import ring_pairs
+from lit_kd.methods.dfad import zero_gradient_term
 from lit_kd.methods.online import OnlineDistillationModule
-from lit_kd.models.base import FeatureNet
+from lit_kd.models.features import FeatureTaps, LayerName, probe_maps
+
+
+def afd_adversarial_optimizer(parameters: Any) -> Optimizer:
+    """Adam, lr 2e-5: the separate, much slower optimiser of AFD's feature-map step.
+
+    Secondary source: the paper optimises the logit loss and the adversarial loss with separate optimisers and a much
+    smaller learning rate for the latter (two independent summaries of the paper, e.g.
+    xuezc/knowledge_distillation ``README.md:77``); Adam at 2e-5 is the value of an unofficial reimplementation as
+    reported in lit-kd's issue 13 (we could not reach that code to check it).
+    """
+    return Adam(parameters, lr=2e-5)
 
 
 class OnlineAdversarialFeatureKD(OnlineDistillationModule):
     """AFD of Chung, Park, Kim & Kwak (ICML 2020), "Feature-map-level Online Adversarial Knowledge Distillation".
 
     Network ``i`` learns from network ``i - 1 (mod n)`` (both ways for two networks; the paper's cyclic scheme for
-    three or more). Its loss is ``CE + T^2 KL(p_{i-1}^T || p_i^T) + adversarial_weight * [1 - D_i(T_i(f_i))]^2`` and
-    its discriminator ``D_i`` minimises ``[1 - D_i(T_{i-1}(f_{i-1}))]^2 + D_i(T_i(f_i))^2`` (least-squares GAN
-    losses, as in the paper): the peer's feature map is real, its own is fake. ``f`` is the map of stage
-    ``feature_index`` of :meth:`~lit_kd.models.FeatureNet.forward_features` (the last stage by default);
-    ``T`` are :class:`~lit_kd.losses.afd.FeatureAdapter` s (1x1 conv + pooling) where channels or sizes
-    differ. ``feature_loss="l1"`` replaces the adversarial term by direct L1 alignment (the paper's comparison).
+    three or more). Its logit loss is ``CE + T^2 KL(p_{i-1}^T || p_i^T)``, its feature-map loss
+    ``[1 - D_i(T_i(f_i))]^2``, and its discriminator ``D_i`` minimises ``[1 - D_i(T_{i-1}(f_{i-1}))]^2 +
+    D_i(T_i(f_i))^2`` (least-squares GAN targets: the peer's map is real, its own fake; paper, as quoted by its
+    secondary summaries). ``f`` is the map of ``feature_layers`` (the last stage of a zoo network by default; any
+    network's module path), read with forward hooks; ``T`` are :class:`~lit_kd.losses.afd.FeatureAdapter` s (1x1
+    conv + pooling) where channels or sizes differ. ``feature_loss="l1"`` replaces the adversarial term by direct L1
+    alignment (the paper's comparison).
 
-    One joint backward pass and optimiser step per batch, with the discriminators as their own parameter group: the
-    networks' adversarial term scores features with detached discriminator parameters, the discriminator term
-    scores detached features, so each gradient reaches only its own side, every parameter takes part in every
-    backward pass (DDP needs no ``find_unused_parameters``) and a single ``GradScaler`` step serves AMP. The paper
-    alternates separate updates (logit step, discriminator step, slower adversarial step); here the networks and the
-    discriminators move simultaneously and ``adversarial_weight`` plays the role of the slower adversarial rate.
-    :class:`~lit_kd.callbacks.DiscriminatorUpdateSchedule` decides when the discriminators step and at what rate;
-    on other steps their gradients are dropped before the optimiser step, and with ``steps_per_update = k`` the
-    discriminators take ``k - 1`` more steps on the batch's detached feature maps after the joint step.
-    Trainer-level gradient clipping and accumulation are refused (manual optimisation).
+    **Updates.** ``update="alternating"`` (default; the paper's scheme as its secondary summaries describe it, which
+    also report that one shared optimiser did not work): each mini-batch gets (1) a step of the logit losses with
+    ``optimizer`` (SGD in the recipes), (2) a fresh forward pass and a step of ``adversarial_weight`` times the
+    feature-map loss with a separate optimiser, ``adversarial_optimizer`` (default :func:`afd_adversarial_optimizer`,
+    Adam 2e-5), over the networks and adapters, and (3) the discriminator steps, with their own optimiser, on the
+    detached maps of (2). ``update="joint"`` (ours, lit-kd's earlier scheme): one backward pass and one optimiser
+    step per batch, with the discriminators as their own parameter group; the networks' adversarial term scores
+    features with detached discriminator parameters, so each gradient reaches only its own side.
+
+    In both, every trainable parameter takes part in every backward pass (idle ones through a zero term), so DDP
+    needs no ``find_unused_parameters``, and every step goes through Lightning's optimiser wrappers (AMP-correct).
+    :class:`~lit_kd.callbacks.DiscriminatorUpdateSchedule` decides when the discriminators step, how many times
+    (``steps_per_update``) and at what rate. Trainer-level gradient clipping and accumulation are refused (manual
+    optimisation).
+
+    Which defaults come from where: the losses and the cyclic scheme are the paper's (secondary sources); the
+    separate slower adversarial optimiser is from secondary sources; the discriminator architecture
+    (:class:`~lit_kd.losses.afd.FeatureDiscriminator`), ``temperature = 3``, ``adversarial_weight = 1``,
+    ``discriminator_lr = 0.01`` (SGD, the networks' optimiser settings, no weight decay) and the last stage as the
+    feature map are ours: the paper's values were not in any source we could read.
 
     Args:
-        networks: zoo networks (:class:`~lit_kd.models.FeatureNet`), e.g. a small and a large one.
+        networks: any networks (``nn.Module`` s returning logits), e.g. a small and a large one.
         feature_loss: ``"adversarial"`` (AFD) or ``"l1"`` (direct alignment).
-        temperature: softening temperature of the logit KL; 3 is our default (the value of ONE, Lan et al. 2018; the
-            paper's was not in the sources we could read).
+        update: ``"alternating"`` (the paper's separate updates) or ``"joint"`` (one step).
+        temperature: softening temperature of the logit KL; 3 is our default.
         adversarial_weight: weight of the networks' adversarial (or L1) term; 1 is our default.
-        discriminator_lr: learning rate of the discriminators' parameter group (no weight decay); our default.
-        feature_index: which entry of ``forward_features(x).features`` is distilled (-1: last stage).
+        discriminator_lr: learning rate of the discriminators (``optimizer``'s settings, no weight decay); ours.
+        adversarial_optimizer: builds the optimiser of the feature-map step (alternating update only).
+        feature_layers: each network's feature map: one module path or zoo feature index for all, or one per
+            network (default -1: the last stage of zoo networks).
+        probe_size: image size of the dummy batch that sizes the adapters.
         **kwargs: ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
+
+    hparams_ignore = (*OnlineDistillationModule.hparams_ignore, "adversarial_optimizer")
 
     def __init__(
         self,
         networks: list[nn.Module],
         feature_loss: Literal["adversarial", "l1"] = "adversarial",
+        update: Literal["alternating", "joint"] = "alternating",
         temperature: float = 3.0,
         adversarial_weight: float = 1.0,
         discriminator_lr: float = 0.01,
-        feature_index: int = -1,
+        adversarial_optimizer: OptimizerCallable = afd_adversarial_optimizer,
+        feature_layers: LayerName | list[LayerName] = -1,
+        probe_size: int = 32,
         **kwargs: Any,
     ) -> None:
         super().__init__(networks, temperature=temperature, **kwargs)
         if feature_loss not in ("adversarial", "l1"):
             raise ValueError(f"feature_loss must be 'adversarial' or 'l1', got {feature_loss!r}")
-        not_zoo = [type(n).__name__ for n in networks if not isinstance(n, FeatureNet)]
-        if not_zoo:
-            raise ValueError(f"networks: AFD needs lit_kd.models.FeatureNet networks (feature maps), got {not_zoo}")
-        channels = [network.feature_channels[feature_index] for network in networks]
-        self.feature_loss, self.feature_index = feature_loss, feature_index
+        if update not in ("alternating", "joint"):
+            raise ValueError(f"update must be 'alternating' or 'joint', got {update!r}")
+        layers = feature_layers if isinstance(feature_layers, list) else [feature_layers] * len(networks)
+        if len(layers) != len(networks):
+            raise ValueError(f"feature_layers: {len(layers)} layers for {len(networks)} networks")
+        self.taps = [
+            FeatureTaps(n, [layer], f"feature_layers[{i}]")
+            for i, (n, layer) in enumerate(zip(networks, layers, strict=True))
+        ]
+        channels = [probe_maps(taps, probe_size)[0].shape[1] for taps in self.taps]
+        self.feature_loss, self.update = feature_loss, update
         self.adversarial_weight, self.discriminator_lr = adversarial_weight, discriminator_lr
+        self.adversarial_optimizer_factory = adversarial_optimizer
         self.adapters = nn.ModuleList(FeatureAdapter(c, max(channels)) for c in channels)
         self.discriminators = (
             nn.ModuleList(FeatureDiscriminator(max(channels)) for _ in networks)
@@ -84,14 +125,11 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         """Network ``i`` learns from ``i - 1 (mod n)``."""
         return ring_pairs(self.num_networks)
 
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """Networks and adapters, then the discriminators with ``discriminator_lr`` and no weight decay."""
-        groups = [{"params": [*self.networks.parameters(), *self.adapters.parameters()]}]
-        if self.discriminators is not None:
-            groups.append(
-                {"params": list(self.discriminators.parameters()), "lr": self.discriminator_lr, "weight_decay": 0.0}
-            )
-        return groups
+    # ---------------------------------------------------------------------------------------------- losses
+    def features(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Every network's logits and feature map."""
+        outputs = [taps(images) for taps in self.taps]
+        return [logits for logits, _ in outputs], [maps[0] for _, maps in outputs]
 
     def map_features(self, features: list[Tensor]) -> list[Tensor]:
         """Each network's feature map through its adapter, pooled to the smallest spatial size among them."""
@@ -100,50 +138,104 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
 
     def feature_losses(self, features: list[Tensor], pairs: list[tuple[int, int]]) -> dict[str, Tensor]:
         """The networks' adversarial (or L1) term and the discriminators' term, summed over the ring pairs."""
-        return self.adversarial_terms(self.map_features(features), pairs)
+        mapped = self.map_features(features)
+        return {
+            "adversarial": self.network_term(mapped, pairs),
+            "discriminator": self.discriminator_term(mapped, pairs),
+        }
 
-    def adversarial_terms(self, mapped: list[Tensor], pairs: list[tuple[int, int]]) -> dict[str, Tensor]:
-        """:meth:`feature_losses` on adapted feature maps.
+    def network_term(self, mapped: list[Tensor], pairs: list[tuple[int, int]]) -> Tensor:
+        """The networks' feature-map loss: fool the own discriminator (or L1 to the mentor's map).
 
-        Pairs not in ``pairs`` are computed with weight 0, so that every parameter is used in every step under DDP.
+        Scored with detached discriminator parameters, so only the networks and adapters get gradients. Pairs not in
+        ``pairs`` are computed with weight 0, so that every parameter is used in every step under DDP.
         """
-        network_term, discriminator_term = mapped[0].new_zeros(()), mapped[0].new_zeros(())
+        total = mapped[0].new_zeros(())
         for student, mentor in ring_pairs(self.num_networks):
             weight = 1.0 if (student, mentor) in pairs else 0.0
             fake, real = mapped[student], mapped[mentor].detach()
             if self.discriminators is None:
-                network_term = network_term + weight * l1_alignment_loss(fake, real)
+                total = total + weight * l1_alignment_loss(fake, real)
                 continue
             discriminator = self.discriminators[student]
             frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
-            network_term = network_term + weight * generator_loss(functional_call(discriminator, frozen, (fake,)))
-            scores_real, scores_fake = discriminator(real), discriminator(fake.detach())
-            discriminator_term = discriminator_term + weight * discriminator_loss(scores_real, scores_fake)
-        return {"adversarial": network_term, "discriminator": discriminator_term}
+            total = total + weight * generator_loss(functional_call(discriminator, frozen, (fake,)))
+        return total
 
+    def discriminator_term(self, mapped: list[Tensor], pairs: list[tuple[int, int]]) -> Tensor:
+        """The discriminators' least-squares loss on detached maps: the peer's is real, the own is fake."""
+        total = mapped[0].new_zeros(())
+        if self.discriminators is None:
+            return total
+        for student, mentor in ring_pairs(self.num_networks):
+            weight = 1.0 if (student, mentor) in pairs else 0.0
+            real, fake = mapped[mentor].detach(), mapped[student].detach()
+            discriminator = self.discriminators[student]
+            total = total + weight * discriminator_loss(discriminator(real), discriminator(fake))
+        return total
+
+    # -------------------------------------------------------------------------------------------- training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Losses of every network and discriminator, one joint optimiser step, then any extra discriminator steps."""
+        """One batch: the alternating logit / feature-map / discriminator steps, or one joint step."""
         images, targets = batch
-        outputs = [network.forward_features(images) for network in self.networks]
-        logits = [output.logits for output in outputs]
         pairs = self.active_pairs()
-        losses = self.mutual_losses(logits, targets, pairs)
-        mapped = self.map_features([output.features[self.feature_index] for output in outputs])
-        losses.update(self.adversarial_terms(mapped, pairs))
-        losses["loss"] = losses["loss"] + self.adversarial_weight * losses["adversarial"] + losses["discriminator"]
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(losses["loss"])
         update = self.discriminators_update_now()
-        self.drop_idle_gradients(pairs, networks=False, discriminators=not update)
-        optimizer.step()
-        if update and self.discriminator_schedule is not None:
-            self.discriminator_only_steps(
-                [m.detach() for m in mapped], pairs, self.discriminator_schedule.steps_per_update - 1
-            )
+        if self.update == "joint":
+            logits, losses, mapped = self.joint_step(images, targets, pairs, update)
+        else:
+            logits, losses, mapped = self.alternating_steps(images, targets, pairs)
+        if update:
+            extra = self.discriminator_schedule.steps_per_update - 1 if self.discriminator_schedule else 0
+            self.discriminator_steps(mapped, pairs, extra + (self.update == "alternating"))
         self.step_schedulers("step")
         self.log_loss_terms(losses, "train", batch_size=len(targets))
         self.log_network_metrics("train", logits, targets)
+
+    def joint_step(
+        self, images: Tensor, targets: Tensor, pairs: list[tuple[int, int]], update: bool
+    ) -> tuple[list[Tensor], dict[str, Tensor], list[Tensor]]:
+        """Every loss in one backward pass and one optimiser step (``update="joint"``)."""
+        logits, features = self.features(images)
+        losses = self.mutual_losses(logits, targets, pairs)
+        mapped = self.map_features(features)
+        losses["adversarial"], losses["discriminator"] = (
+            self.network_term(mapped, pairs),
+            self.discriminator_term(mapped, pairs),
+        )
+        losses["loss"] = losses["loss"] + self.adversarial_weight * losses["adversarial"] + losses["discriminator"]
+        (optimizer,) = self.optimizers_list()
+        optimizer.zero_grad()
+        self.manual_backward(losses["loss"])
+        self.drop_gradients(pairs, networks=False, adapters=False, discriminators=not update)
+        optimizer.step()
+        return logits, losses, [m.detach() for m in mapped]
+
+    def alternating_steps(
+        self, images: Tensor, targets: Tensor, pairs: list[tuple[int, int]]
+    ) -> tuple[list[Tensor], dict[str, Tensor], list[Tensor]]:
+        """The logit step, then a fresh forward pass and the feature-map step (``update="alternating"``)."""
+        network_optimizer, adversarial_optimizer = self.optimizers_list()[:2]
+        logits = [network(images) for network in self.networks]
+        losses = self.mutual_losses(logits, targets, pairs)
+        network_optimizer.zero_grad()
+        self.manual_backward(losses["loss"] + zero_gradient_term(self.adapters) + self.discriminator_zero_term())
+        self.drop_gradients(pairs, networks=False, adapters=True, discriminators=True)
+        network_optimizer.step()
+
+        _, features = self.features(images)
+        mapped = self.map_features(features)
+        losses["adversarial"] = self.network_term(mapped, pairs)
+        adversarial_optimizer.zero_grad()
+        unused = zero_gradient_term(self.networks) + self.discriminator_zero_term()  # e.g. the classifiers: DDP
+        self.manual_backward(self.adversarial_weight * losses["adversarial"] + unused)
+        self.drop_gradients(pairs, networks=False, adapters=False, discriminators=True)
+        self.uncounted_step(adversarial_optimizer)
+        losses["discriminator"] = self.discriminator_term(mapped, pairs).detach()
+        return logits, losses, [m.detach() for m in mapped]
+
+    def discriminator_zero_term(self) -> Tensor | float:
+        """Zero-weighted discriminator parameters, so that DDP sees them in a backward pass that does not use them."""
+        return zero_gradient_term(self.discriminators) if self.discriminators is not None else 0.0
 
     def discriminators_update_now(self) -> bool:
         """Whether the discriminators step on this batch (always, without a schedule)."""
@@ -151,40 +243,79 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
             self.discriminator_schedule is None or self.discriminator_schedule.should_update(self.global_step)
         )
 
-    def discriminator_only_steps(self, mapped: list[Tensor], pairs: list[tuple[int, int]], count: int) -> None:
-        """``count`` more discriminator steps on this batch's detached, adapted feature maps.
+    def discriminator_steps(self, mapped: list[Tensor], pairs: list[tuple[int, int]], count: int) -> None:
+        """``count`` discriminator-only steps on this batch's detached, adapted feature maps.
 
         Lightning re-arms DDP's gradient reduction before every ``manual_backward``, and DDP then expects a gradient
         for every parameter: the networks and adapters enter the loss with weight 0 and their (zero) gradients are
-        dropped before the step. The step goes to the wrapped optimiser (through the AMP scaler if there is one), so
-        ``global_step`` keeps counting batches and every step-keyed schedule keeps its meaning.
+        dropped before the step. The step goes to the discriminators' optimiser (the whole optimiser under the joint
+        update, with the networks' gradients dropped), through the AMP scaler if there is one, so ``global_step``
+        keeps counting batches (:meth:`uncounted_step`).
         """
-        optimizer = self.optimizers()
-        others = [*self.networks.parameters(), *self.adapters.parameters()]
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        optimizer = self.optimizers_list()[-1]
         for _ in range(count):
             optimizer.zero_grad()
-            loss = self.adversarial_terms(mapped, pairs)["discriminator"]
-            self.manual_backward(loss + 0.0 * sum(parameter.sum() for parameter in others))
-            self.drop_idle_gradients(pairs, networks=True, discriminators=False)
-            if scaler is None:
-                optimizer.optimizer.step()
-            else:
-                scaler.step(optimizer.optimizer)
-                scaler.update()
+            loss = self.discriminator_term(mapped, pairs)
+            self.manual_backward(loss + zero_gradient_term(self.networks) + zero_gradient_term(self.adapters))
+            self.drop_gradients(pairs, networks=True, adapters=True, discriminators=False)
+            self.uncounted_step(optimizer)
 
-    def drop_idle_gradients(self, pairs: list[tuple[int, int]], networks: bool, discriminators: bool) -> None:
+    def uncounted_step(self, optimizer: Any) -> None:
+        """Step the optimiser behind a Lightning-wrapped one, through the AMP scaler if there is one.
+
+        Lightning counts every wrapped ``optimizer.step()`` of manual optimisation as a global step; the networks' logit
+        step (or the joint step) is the one counted, so ``global_step`` counts batches and ``max_steps``, the cosine
+        schedule and every step-keyed schedule keep their meaning.
+        """
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is None:
+            optimizer.optimizer.step()
+        else:
+            scaler.step(optimizer.optimizer)
+            scaler.update()
+
+    def drop_gradients(
+        self, pairs: list[tuple[int, int]], networks: bool, adapters: bool, discriminators: bool
+    ) -> None:
         """Discard gradients that must not move anything this step.
 
         Always those of idle adapters and discriminators (networks that are no student in ``pairs``); also those of
-        every network and adapter if ``networks``, and of every discriminator if ``discriminators``.
+        every network, adapter or discriminator as the flags say.
         """
         students = {student for student, _ in pairs}
         for index in range(self.num_networks):
-            idle: list[nn.Module] = [self.networks[index], self.adapters[index]] if networks else []
-            if index not in students:
+            idle: list[nn.Module] = [self.networks[index]] if networks else []
+            if adapters or index not in students:
                 idle.append(self.adapters[index])
-            if self.discriminators is not None and (index not in students or discriminators):
+            if self.discriminators is not None and (discriminators or index not in students):
                 idle.append(self.discriminators[index])
             for parameter in (p for module in idle for p in module.parameters()):
                 parameter.grad = None
+
+    # ---------------------------------------------------------------------------------------- optimisation
+    def optimizers_list(self) -> list[Any]:
+        """The Lightning-wrapped optimisers as a list (Lightning returns a single one unwrapped)."""
+        optimizers = self.optimizers()
+        return optimizers if isinstance(optimizers, list) else [optimizers]
+
+    def discriminator_group(self) -> dict[str, Any]:
+        """The discriminators' parameters, at ``discriminator_lr`` without weight decay."""
+        return {"params": list(self.discriminators.parameters()), "lr": self.discriminator_lr, "weight_decay": 0.0}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Joint update: networks and adapters, then the discriminators (:meth:`discriminator_group`)."""
+        groups = [{"params": [*self.networks.parameters(), *self.adapters.parameters()]}]
+        if self.discriminators is not None:
+            groups.append(self.discriminator_group())
+        return groups
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        """Joint: one optimiser. Alternating: the networks' (scheduled), the feature-map step's, the discriminators'."""
+        if self.update == "joint":
+            return super().configure_optimizers()
+        network_config = self.configure_optimizers_for([{"params": list(self.networks.parameters())}])
+        adversarial = self.adversarial_optimizer_factory([*self.networks.parameters(), *self.adapters.parameters()])
+        configs = [network_config, {"optimizer": adversarial}]
+        if self.discriminators is not None:
+            configs.append({"optimizer": self.optimizer_factory([self.discriminator_group()])})
+        return configs

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lit_kd.losses import ConvRegressor, hint_loss
 from lit_kd.methods.base import DistillationModule
-from lit_kd.methods.fitnets import check_layer, probe_feature_maps, require_feature_net
+from lit_kd.models.features import FeatureTaps, LayerName, probe_maps, resolve_layer
 
 
 class ActivationMapAdaptation(DistillationModule):
@@ -25,10 +25,10 @@ class ActivationMapAdaptation(DistillationModule):
 
     Our reading, which fixes what the abstract leaves open:
 
-    - the adaptive module is a trainable copy of teacher stage ``adapted_stage`` (so the adapted teacher starts
+    - the adaptive module is a trainable copy of teacher block ``adapted_layer`` (so the adapted teacher starts
       as the teacher); the teacher's own weights stay frozen;
     - adapted teacher = frozen teacher up to that stage -> adaptive module -> frozen rest of the teacher;
-    - the student's map at the same depth (``forward_features(x).features[adapted_stage]``) is regressed onto the
+    - the student's map at the same depth (``student_layer``, by default the same stage) is regressed onto the
       adapted map as in FitNets (:class:`~lit_kd.losses.ConvRegressor`, MSE); that hint loss trains the student,
       the regressor *and* the adaptive module, which is how the supervising activations move towards what the
       student can learn;
@@ -39,11 +39,16 @@ class ActivationMapAdaptation(DistillationModule):
     Defaults: stage 2 and ``hint_weight = 100`` as lit-kd's FitNets (RepDistiller's hint settings);
     ``adapted_ce_weight = 1`` is our choice.
 
+    Any network works: the adapted block is named by module path (``adapted_layer``, e.g. ``layer3`` of a
+    torchvision ResNet), and the adapted teacher is the frozen teacher run with that block's output replaced by the
+    adaptive copy's (a forward hook, :class:`~lit_kd.models.features.FeatureTaps` for the student's map). Zoo
+    networks also take feature indices (``adapted_layer: 2`` is ``stages.1``).
+
     Args:
-        student: the network being trained (a zoo :class:`~lit_kd.models.FeatureNet`).
-        teacher: the teacher's architecture (a zoo :class:`~lit_kd.models.FeatureNet`).
-        adapted_stage: which teacher stage is replaced (1 = first stage); the student's map of the same index
-            is supervised.
+        student: the network being trained (any ``nn.Module``).
+        teacher: the teacher's architecture (any ``nn.Module``).
+        adapted_layer: the teacher block that is replaced: a module path, or a zoo stage index (1 = first stage).
+        student_layer: the student map supervised by the adapted map; by default ``adapted_layer``.
         hint_weight: weight of the hint term.
         adapted_ce_weight: weight of the adapted teacher's cross-entropy.
         probe_size: image size of the dummy batch that sizes the regressor.
@@ -54,47 +59,60 @@ class ActivationMapAdaptation(DistillationModule):
         self,
         student: nn.Module,
         teacher: nn.Module,
-        adapted_stage: int = 2,
+        adapted_layer: LayerName = 2,
+        student_layer: LayerName | None = None,
         hint_weight: float = 100.0,
         adapted_ce_weight: float = 1.0,
         probe_size: int = 32,
         **kwargs: Any,
     ) -> None:
-        super().__init__(student=require_feature_net(student, "student"), teacher=teacher, **kwargs)
-        require_feature_net(teacher, "teacher")
-        if check_layer(adapted_stage, teacher, "adapted_stage") == 0:
-            raise ValueError(f"adapted_stage must index a teacher stage (1..{len(teacher.stages)}), got 0 (the stem)")
-        check_layer(adapted_stage, student, "adapted_stage")
+        super().__init__(student=student, teacher=teacher, **kwargs)
+        if isinstance(adapted_layer, int) and adapted_layer == 0:
+            raise ValueError("adapted_layer must name a teacher block (a zoo stage: 1, 2, ...), got 0 (the stem)")
         if hint_weight < 0 or adapted_ce_weight < 0:
             raise ValueError(f"hint_weight and adapted_ce_weight must be >= 0, got {hint_weight}, {adapted_ce_weight}")
-        self.adapted_stage = adapted_stage
         self.hint_weight = hint_weight
         self.adapted_ce_weight = adapted_ce_weight
-        self.adapter = copy.deepcopy(teacher.stages[adapted_stage - 1]).requires_grad_(True).train()
-        student_map = probe_feature_maps(student, probe_size)[adapted_stage]
-        teacher_map = probe_feature_maps(teacher, probe_size)[adapted_stage]
+        self.adapted_layer = resolve_layer(teacher, adapted_layer, "adapted_layer")
+        # copied before any hook is put on the teacher (a deep copy would carry the hooks along)
+        self.adapter = copy.deepcopy(teacher.get_submodule(self.adapted_layer)).requires_grad_(True).train()
+        student_layer = adapted_layer if student_layer is None else student_layer
+        self.student_taps = FeatureTaps(student, [student_layer], "student_layer")
+        self._adapting, self._adapted_map = False, None
+        teacher.get_submodule(self.adapted_layer).register_forward_hook(self._adapt)
+        (student_map,) = probe_maps(self.student_taps, probe_size)
+        was_training = teacher.training
+        teacher.eval(), self.adapter.eval()  # a probe must not move the adapter's BatchNorm statistics
+        with torch.no_grad():
+            teacher_map, _ = self.adapted_teacher(torch.zeros(2, 3, probe_size, probe_size, device=student_map.device))
+        teacher.train(was_training), self.adapter.train()
         self.regressor = ConvRegressor.between(student_map, teacher_map)
+
+    def _adapt(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
+        """Forward hook on the teacher's adapted block: inside :meth:`adapted_teacher`, the adaptive copy's output."""
+        if not self._adapting:
+            return None
+        self._adapted_map = self.adapter(*inputs)
+        return self._adapted_map
 
     def adapted_teacher(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The adapted activation map and the adapted teacher's logits (gradients reach only the adaptive module)."""
-        stages = self.teacher.stages
-        with torch.no_grad():
-            features = self.teacher.stem(images)
-            for stage in stages[: self.adapted_stage - 1]:
-                features = stage(features)
-        adapted_map = self.adapter(features)
-        features = adapted_map
-        for stage in stages[self.adapted_stage :]:
-            features = stage(features)
-        logits = self.teacher.classifier(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1))
+        self._adapting = True
+        try:
+            logits = self.teacher(images)
+            adapted_map = self._adapted_map
+        finally:
+            self._adapting, self._adapted_map = False, None
+        if adapted_map is None:
+            raise RuntimeError(f"adapted_layer {self.adapted_layer!r} did not run in the teacher's forward pass")
         return adapted_map, logits
 
     def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Student cross-entropy, hint loss to the adapted map, and the adapted teacher's cross-entropy."""
-        student_output = self.student.forward_features(images)
+        student_logits, (student_map,) = self.student_taps(images)
         adapted_map, adapted_logits = self.adapted_teacher(images)
-        cross_entropy = F.cross_entropy(student_output.logits, targets)
-        hint = hint_loss(self.regressor(student_output.features[self.adapted_stage]), adapted_map)
+        cross_entropy = F.cross_entropy(student_logits, targets)
+        hint = hint_loss(self.regressor(student_map), adapted_map)
         adapted_ce = F.cross_entropy(adapted_logits, targets)
         loss = cross_entropy + self.hint_weight * hint + self.adapted_ce_weight * adapted_ce
-        return {"loss": loss, "ce": cross_entropy, "hint": hint, "adapted_ce": adapted_ce}, student_output.logits
+        return {"loss": loss, "ce": cross_entropy, "hint": hint, "adapted_ce": adapted_ce}, student_logits

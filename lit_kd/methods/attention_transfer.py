@@ -10,28 +10,38 @@ from torch import Tensor, nn
 
 from lit_kd.losses import attention_transfer_loss
 from lit_kd.methods.base import DistillationModule
-from lit_kd.methods.fitnets import check_layer, require_feature_net
+from lit_kd.models.base import FeatureNet
+from lit_kd.models.features import FeatureTaps, LayerName, probe_maps
 
 
 class AttentionTransfer(DistillationModule):
     """Activation-based attention transfer of Zagoruyko & Komodakis (ICLR 2017), "Paying More Attention to Attention".
 
-    ``loss = CE(student, y) + beta / 2 * sum_j attention_transfer_loss(student_j, teacher_j)`` over pairs of stage
+    ``loss = CE(student, y) + beta * sum_j attention_transfer_loss(student_j, teacher_j)`` over pairs of stage
     outputs (:func:`~lit_kd.losses.attention_transfer_loss`, squared distance of L2-normalised ``mean_c |F|^p``
-    maps, averaged over batch and positions). Defaults from the paper and its official code
-    (szagoruyko/attention-transfer, ``cifar.py``): ``beta = 1000``, ``p = 2``, every stage output ("at the end of
-    each group of residual blocks"), cross-entropy with no KD term (``alpha = 0``). RepDistiller uses the same
-    maps with ``beta = 1000`` and no ``/ 2``.
+    maps, averaged over batch and positions). This is the official code's total loss,
+    ``utils.distillation(...) + opt.beta * sum(loss_groups)`` (szagoruyko/attention-transfer ``cifar.py:222-223`` at
+    893df54; no version of it halves ``beta``), with its README's ``--beta 1e+3`` (``README.md:68``) and ``alpha = 0``
+    (``cifar.py:56``: cross-entropy only); RepDistiller computes the same (``helper/loops.py:184``, ``-b 1000`` in
+    ``scripts/run_cifar_distill.sh:9``). ``p = 2`` (``utils.py:19``, ``x.pow(2)``); every stage output (the
+    official code's group outputs, ``cifar.py:131-138``; RepDistiller's ``feat[1:-1]``). The paper's Eq. 2 writes
+    ``beta / 2`` with an un-squared norm; the code's ``beta`` already includes that factor.
+
+    The layers are any network's module paths, read with forward hooks
+    (:class:`~lit_kd.models.features.FeatureTaps`); zoo networks also take feature indices (0 = stem, ``i`` =
+    stage ``i``). Maps of different spatial sizes are pooled to the smaller one (RepDistiller), channel counts may
+    differ (attention maps have none).
 
     Args:
-        student: the network being trained (a zoo :class:`~lit_kd.models.FeatureNet`).
-        teacher: the teacher's architecture (a zoo :class:`~lit_kd.models.FeatureNet`).
-        beta: weight of the attention term (halved, as in the paper's Eq. 2).
+        student: the network being trained (any ``nn.Module``).
+        teacher: the teacher's architecture (any ``nn.Module``).
+        beta: weight of the summed attention terms (official 1000).
         p: exponent of the attention map.
-        student_layers: indices in ``forward_features(x).features`` of the student maps (0 = stem); by default
-            every stage output ``1 .. len(features) - 1``.
-        teacher_layers: the teacher maps paired with them; by default every stage output. Same length as
-            ``student_layers``.
+        student_layers: the student maps: module paths or zoo feature indices; by default every stage output of a
+            zoo network (required for other networks).
+        teacher_layers: the teacher maps paired with them, one to one; by default every stage output of a zoo
+            network.
+        probe_size: image size of the dummy batch that checks the layers at construction.
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
 
@@ -41,14 +51,14 @@ class AttentionTransfer(DistillationModule):
         teacher: nn.Module,
         beta: float = 1000.0,
         p: float = 2.0,
-        student_layers: list[int] | None = None,
-        teacher_layers: list[int] | None = None,
+        student_layers: list[LayerName] | None = None,
+        teacher_layers: list[LayerName] | None = None,
+        probe_size: int = 32,
         **kwargs: Any,
     ) -> None:
-        super().__init__(student=require_feature_net(student, "student"), teacher=teacher, **kwargs)
-        require_feature_net(teacher, "teacher")
-        student_layers = list(range(1, len(student.feature_channels))) if student_layers is None else student_layers
-        teacher_layers = list(range(1, len(teacher.feature_channels))) if teacher_layers is None else teacher_layers
+        super().__init__(student=student, teacher=teacher, **kwargs)
+        student_layers = stage_outputs(student, "student_layers") if student_layers is None else student_layers
+        teacher_layers = stage_outputs(teacher, "teacher_layers") if teacher_layers is None else teacher_layers
         if len(student_layers) != len(teacher_layers) or not student_layers:
             raise ValueError(
                 f"student_layers {student_layers} and teacher_layers {teacher_layers} must pair up one to one (same "
@@ -56,20 +66,28 @@ class AttentionTransfer(DistillationModule):
             )
         if beta < 0 or p <= 0:
             raise ValueError(f"beta must be >= 0 and p > 0, got beta={beta}, p={p}")
-        self.student_layers = [check_layer(layer, student, "student_layers") for layer in student_layers]
-        self.teacher_layers = [check_layer(layer, teacher, "teacher_layers") for layer in teacher_layers]
+        self.student_taps = FeatureTaps(student, student_layers, "student_layers")
+        self.teacher_taps = FeatureTaps(teacher, teacher_layers, "teacher_layers")
+        probe_maps(self.student_taps, probe_size), probe_maps(self.teacher_taps, probe_size)  # 4-D maps, or raise
         self.beta = beta
         self.p = p
 
     def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """Cross-entropy plus ``beta / 2`` times the summed attention-transfer losses of the paired stages."""
-        student_output = self.student.forward_features(images)
+        """Cross-entropy plus ``beta`` times the summed attention-transfer losses of the paired stages."""
+        student_logits, student_maps = self.student_taps(images)
         with torch.no_grad():
-            teacher_features = self.teacher.forward_features(images).features
-        cross_entropy = F.cross_entropy(student_output.logits, targets)
-        attention = sum(
-            attention_transfer_loss(student_output.features[s], teacher_features[t], self.p)
-            for s, t in zip(self.student_layers, self.teacher_layers, strict=True)
+            _, teacher_maps = self.teacher_taps(images)
+        cross_entropy = F.cross_entropy(student_logits, targets)
+        attention = sum(attention_transfer_loss(s, t, self.p) for s, t in zip(student_maps, teacher_maps, strict=True))
+        loss = cross_entropy + self.beta * attention
+        return {"loss": loss, "ce": cross_entropy, "at": attention}, student_logits
+
+
+def stage_outputs(network: nn.Module, argument: str) -> list[LayerName]:
+    """Every stage output of a zoo network (feature indices ``1 .. n``); other networks must name their layers."""
+    if not isinstance(network, FeatureNet):
+        raise ValueError(
+            f"{argument}: {type(network).__name__} is not a lit_kd.models.FeatureNet, so its maps must be named by "
+            f"module path (e.g. {argument}: [layer2, layer3])"
         )
-        loss = cross_entropy + self.beta / 2 * attention
-        return {"loss": loss, "ce": cross_entropy, "at": attention}, student_output.logits
+    return list(range(1, len(network.feature_channels)))

@@ -9,9 +9,11 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torch.optim import Adam
 
+from lit_kd.data.augmentation import random_crop_flip
 from lit_kd.losses.gan import (
     Vicinity,
     default_kappa,
+    draw_target_labels,
     hinge_discriminator_loss,
     hinge_generator_loss,
     rule_of_thumb_sigma,
@@ -27,7 +29,9 @@ class ConditionalGAN(LightningModule):
     Classification data (``task="classification"``) trains a class-conditional GAN (``num_classes=K`` networks):
     real images with their labels against generated images with the same labels. Regression data (targets in
     ``[0, 1]``) trains a CcGAN (``num_classes=None`` networks) with the vicinal discriminator loss (SVDL or HVDL,
-    :func:`~lit_kd.losses.gan.sample_vicinal_batch`) and generator targets ``y + N(0, sigma^2)``.
+    :func:`~lit_kd.losses.gan.sample_vicinal_batch`); in both steps the conditioning labels are distinct training
+    labels drawn uniformly plus ``N(0, sigma^2)`` noise, and the discriminator's real samples come from the whole
+    training set, as in CcGAN (``UTKFace/train_ccgan.py:97-138, 216-220`` of UBCDingXin/cGAN-KD).
 
     Each ``training_step`` makes exactly one update, chosen from ``global_step``: ``discriminator_steps``
     discriminator updates, then one generator update. Under DDP every trainable parameter is in every backward pass
@@ -84,6 +88,8 @@ class ConditionalGAN(LightningModule):
         self.automatic_optimization = False
         self.data_mean = self.data_std = torch.zeros(1, 3, 1, 1)
         self.label_range: dict[str, float] = {}  # continuous labels: range and distinct count of the training labels
+        self.real_pool: tuple[Tensor, Tensor, Tensor] | None = None  # continuous labels: images, labels, distinct
+        self.augmentation = (0, False)
         self._base_seed = 0
 
     @property
@@ -110,6 +116,8 @@ class ConditionalGAN(LightningModule):
         train_set = getattr(datamodule, "train_set", None)
         if self.continuous and train_set is not None:
             targets = train_set.targets.float()
+            self.real_pool = (train_set.images, targets, torch.unique(targets))  # CcGAN draws from the whole set
+            self.augmentation = (getattr(datamodule, "crop_padding", 0), getattr(datamodule, "horizontal_flip", False))
             self.label_range = {
                 "label_min": targets.min().item(),
                 "label_max": targets.max().item(),
@@ -149,22 +157,53 @@ class ConditionalGAN(LightningModule):
         """Whether global step ``step`` updates the generator (the last of every ``discriminator_steps + 1``)."""
         return step % (self.discriminator_steps + 1) == self.discriminator_steps
 
+    def real_images(self, index: Tensor, device: torch.device) -> Tensor:
+        """Training images ``index`` of the whole training set in ``[-1, 1]``, augmented as the DataModule does."""
+        images = self.real_pool[0][index.cpu()].to(device)
+        crop_padding, horizontal_flip = self.augmentation
+        images = random_crop_flip(images, crop_padding, horizontal_flip)  # torch's generator, reseeded per batch
+        return images.float() / 127.5 - 1
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """One discriminator or one generator update, by the schedule."""
+        """One discriminator or one generator update, by the schedule.
+
+        Class labels: the batch's real images with their labels against generated images with the same labels.
+        Continuous labels (CcGAN): conditioning labels are drawn uniformly from the distinct training labels plus noise
+        (:func:`~lit_kd.losses.gan.draw_target_labels`), and the discriminator's real samples come from the whole
+        training set in each target's vicinity (:func:`~lit_kd.losses.gan.sample_vicinal_batch`), as CcGAN does; the
+        loader's batch then only sets the batch size.
+        """
         images, labels = batch
-        real = (images * self.data_std.to(images) + self.data_mean.to(images)) * 2 - 1
         noise = torch.randn(len(labels), self.generator.latent_dim, device=images.device)
         discriminator_optimizer, generator_optimizer = self.optimizers()
+        if self.continuous and self.real_pool is None:
+            raise RuntimeError("ConditionalGAN: setup() gathers the training labels of a CcGAN; it has not run")
         if self.is_generator_step(self.global_step):
-            targets = labels + self.kernel_sigma * torch.randn_like(labels) if self.continuous else labels
+            if self.continuous:
+                _, targets = draw_target_labels(self.real_pool[2].to(labels.device), len(labels), self.kernel_sigma)
+            else:
+                targets = labels
             loss = hinge_generator_loss(self.discriminator(self.generator(noise, targets), targets))
             optimizer, idle, name = generator_optimizer, self.discriminator, "g_loss"
         else:
             if self.continuous:
-                plan = sample_vicinal_batch(labels, self.kernel_sigma, self.vicinity, self.kappa)
-                real, targets, fake_labels = real[plan.real_index], plan.targets, plan.fake_labels
+                pool_images, pool_labels, distinct = self.real_pool
+                plan = sample_vicinal_batch(
+                    pool_labels.to(labels.device),
+                    distinct.to(labels.device),
+                    len(labels),
+                    self.kernel_sigma,
+                    self.vicinity,
+                    self.kappa,
+                )
+                real, targets, fake_labels = (
+                    self.real_images(plan.real_index, images.device),
+                    plan.targets,
+                    plan.fake_labels,
+                )
                 weights = (plan.real_weights, plan.fake_weights)
             else:
+                real = (images * self.data_std.to(images) + self.data_mean.to(images)) * 2 - 1
                 targets, fake_labels, weights = labels, labels, (None, None)
             distributed = self.trainer.world_size > 1  # then the generator joins the backward pass with weight 0
             with torch.set_grad_enabled(distributed):

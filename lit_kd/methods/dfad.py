@@ -30,8 +30,14 @@ def dfad_generator_optimizer(parameters: Any) -> Optimizer:
 
 
 def dfad_lr_schedule(optimizer: Optimizer) -> LRScheduler:
-    """Divide the learning rate by 10 after epochs 100 and 200: ``--scheduler`` of ``DFAD_cifar.py`` (its README)."""
-    return MultiStepLR(optimizer, milestones=[100, 200], gamma=0.1)
+    """Divide the learning rate by 10 after 99 and 199 epochs, as ``--scheduler`` of ``DFAD_cifar.py`` does.
+
+    The official code builds ``MultiStepLR(optimizer, [100, 200], 0.1)`` (``DFAD_cifar.py:153-155``) and calls
+    ``scheduler.step()`` at the *start* of each epoch (``:161-167``), so its 1-based epochs 1-99 run at the initial
+    rate and epoch 100 already at a tenth. Lightning steps epoch schedulers at the end of each epoch, so the same
+    drops need milestones ``[99, 199]`` here.
+    """
+    return MultiStepLR(optimizer, milestones=[99, 199], gamma=0.1)
 
 
 def zero_gradient_term(module: nn.Module) -> Tensor:
@@ -55,7 +61,8 @@ class DataFreeAdversarialDistillation(DistillationModule):
     images, the student minimises the mean absolute error between its logits and the frozen teacher's on them, and
     the generator maximises it (hard samples). Real data only measures the student (validation/test). Defaults are
     those of ``DFAD_cifar.py`` (VainF/Data-Free-Adversarial-Distillation): student SGD 0.1/0.9/5e-4, generator Adam
-    1e-3, both /10 after epochs 100 and 200 (its README's ``--scheduler``; ``None`` keeps a rate constant), 5 student
+    1e-3, both /10 from (1-based) epochs 100 and 200 on (its README's ``--scheduler``, :func:`dfad_lr_schedule`;
+    ``None`` keeps a rate constant), 5 student
     steps then 1 generator step (:class:`~lit_kd.callbacks.GeneratorUpdateSchedule`, added when the trainer has
     none); networks stay in training mode in both steps, as in the official loop.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,8 @@ class OnlineDistillationModule(StudentModule):
     Args:
         networks: the networks, any ``nn.Module`` returning logits (zoo networks for feature-based methods).
         temperature: softening temperature of the mutual KL.
+        kl_reduction: a network's KL terms over its mentors, ``"mean"`` or ``"sum"`` (see
+            :func:`~lit_kd.losses.dml.mutual_kl`).
         num_classes: see :class:`StudentModule`.
         optimizer: builds the optimiser from the trainable parameters (or parameter groups).
         lr_scheduler: see :class:`StudentModule`.
@@ -48,6 +50,7 @@ class OnlineDistillationModule(StudentModule):
         self,
         networks: list[nn.Module],
         temperature: float = 1.0,
+        kl_reduction: Literal["mean", "sum"] = "mean",
         num_classes: int | None = None,
         optimizer: OptimizerCallable = default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -60,6 +63,7 @@ class OnlineDistillationModule(StudentModule):
         del self._modules["student"]  # the networks live in self.networks only; `student` is a view of the best one
         self.networks = nn.ModuleList(networks)
         self.temperature = temperature
+        self.kl_reduction = kl_reduction
         self.best_network = 0
         self.pair_schedule: PairSchedule | None = None
         self.network_metrics: nn.ModuleDict | None = None
@@ -102,7 +106,7 @@ class OnlineDistillationModule(StudentModule):
 
     def mutual_losses(self, logits: list[Tensor], targets: Tensor, pairs: list[tuple[int, int]]) -> dict[str, Tensor]:
         """Per-network cross-entropy and mutual KL (``net<i>/ce``, ``net<i>/kl``) and their sum as ``loss``."""
-        kl_terms = mutual_kl(logits, pairs, self.temperature)
+        kl_terms = mutual_kl(logits, pairs, self.temperature, self.kl_reduction)
         terms: dict[str, Tensor] = {}
         total = logits[0].new_zeros(())
         for index, (network_logits, kl) in enumerate(zip(logits, kl_terms, strict=True)):
@@ -175,7 +179,11 @@ class OnlineDistillationModule(StudentModule):
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """One optimiser over :meth:`parameter_groups`, cosine-annealed per step unless ``lr_scheduler`` is given."""
-        optimizer = self.optimizer_factory(self.parameter_groups())
+        return self.configure_optimizers_for(self.parameter_groups())
+
+    def configure_optimizers_for(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
+        """``optimizer`` over ``groups`` with ``lr_scheduler`` (default: cosine annealing to 0, stepped per step)."""
+        optimizer = self.optimizer_factory(groups)
         if self.lr_scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
         scheduler = CosineAnnealingLR(optimizer, T_max=max(int(self.trainer.estimated_stepping_batches), 1))
