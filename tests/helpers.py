@@ -78,3 +78,37 @@ class RecordImages(Logger):
 
     def log_image(self, key: str, images: list, step: int | None = None, **kwargs) -> None:
         self.images.append((key, images[0].size, kwargs["caption"][0]))
+
+
+class UserFolderData(pl.LightningDataModule):
+    """What a user brings from another Lightning project: a torchvision ``ImageFolder`` with its own transforms and
+    normalisation, served by a plain ``DataLoader``; none of lit-kd's DataModule attributes (no ``num_classes``,
+    ``mean``/``std``, ``input_shape`` or ``task``)."""
+
+    def __init__(self, root: Path, batch_size: int = 8, shuffle: bool = True, augment: bool = True) -> None:
+        super().__init__()
+        self.root, self.batch_size, self.shuffle, self.augment = Path(root), batch_size, shuffle, augment
+
+    def setup(self, stage: str) -> None:
+        from torchvision import transforms
+        from torchvision.datasets import ImageFolder
+
+        normalise = [transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))]
+        augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if self.augment else []
+        self.train_set = ImageFolder(self.root / "cifar10" / "train", transforms.Compose(augment + normalise))
+        self.val_set = ImageFolder(self.root / "cifar10" / "test", transforms.Compose(normalise))
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.train_set, batch_size=self.batch_size, shuffle=self.shuffle)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.val_set, batch_size=self.batch_size)
+
+
+def torchvision_network(name: str = "resnet18", seed: int = 0) -> nn.Module:
+    """A torchvision classifier for 10 classes (``resnet18``, ``mobilenet_v3_small``), seeded."""
+    import torchvision
+
+    with torch.random.fork_rng():  # leaves the global generator (and torch.initial_seed()) as it was
+        torch.manual_seed(seed)
+        return getattr(torchvision.models, name)(num_classes=10)

@@ -1,0 +1,289 @@
+"""Any network, any DataModule: every method trains torchvision networks on a user's own DataModule.
+
+The data is what a user of another Lightning project brings (tests/helpers.UserFolderData): a torchvision
+``ImageFolder`` with its own transforms and normalisation and a plain ``DataLoader``, with none of lit-kd's DataModule
+attributes. The networks are torchvision's ResNet-18 and MobileNetV3-Small; feature-based methods name their layers by
+module path (``layer2``, ``features.3``).
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from helpers import UserFolderData, tiny_cifar, tiny_trainer, torchvision_network
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_kd.callbacks import BoundarySampleMining
+from lit_kd.data import DataFreeDataModule
+from lit_kd.methods import (
+    ActivationMapAdaptation,
+    AttentionTransfer,
+    BSSDistillation,
+    DataFreeAdversarialDistillation,
+    DeepMutualLearning,
+    EnsembleDistillation,
+    FitNets,
+    HintonKD,
+    OnlineAdversarialFeatureKD,
+    SeedEnsembleModule,
+    SelfDistillation,
+    SupervisedModule,
+)
+from lit_kd.models import DFADGenerator
+
+
+def saved_teacher(work_dir: Path, name: str = "resnet18", seed: int = 100) -> str:
+    path = work_dir / f"{name}_{seed}.pt"
+    if not path.exists():
+        torch.save(torchvision_network(name, seed).state_dict(), path)
+    return str(path)
+
+
+def resnet(seed: int = 0) -> torch.nn.Module:
+    return torchvision_network("resnet18", seed)
+
+
+def mobilenet(seed: int = 0) -> torch.nn.Module:
+    return torchvision_network("mobilenet_v3_small", seed)
+
+
+CASES: dict[str, Callable[[Path], tuple[pl.LightningModule, list[pl.Callback]]]] = {
+    "supervised": lambda d: (SupervisedModule(mobilenet(), num_classes=10), []),
+    "hinton": lambda d: (HintonKD(mobilenet(), resnet(), teacher_checkpoint=saved_teacher(d), num_classes=10), []),
+    "bss": lambda d: (
+        BSSDistillation(mobilenet(), resnet(), teacher_checkpoint=saved_teacher(d), num_classes=10),
+        [BoundarySampleMining(max_samples=4, num_steps=2)],
+    ),
+    "fitnets": lambda d: (
+        FitNets(
+            mobilenet(),
+            resnet(),
+            hint_layer="features.3",
+            guided_layer="layer2",
+            teacher_checkpoint=saved_teacher(d),
+            num_classes=10,
+        ),
+        [],
+    ),
+    "attention_transfer": lambda d: (
+        AttentionTransfer(
+            mobilenet(),
+            resnet(),
+            student_layers=["features.1", "features.3", "features.8"],
+            teacher_layers=["layer1", "layer2", "layer3"],
+            teacher_checkpoint=saved_teacher(d),
+            num_classes=10,
+        ),
+        [],
+    ),
+    "ama": lambda d: (
+        ActivationMapAdaptation(
+            resnet(1), resnet(), adapted_layer="layer3", teacher_checkpoint=saved_teacher(d), num_classes=10
+        ),
+        [],
+    ),
+    "ensemble": lambda d: (
+        EnsembleDistillation(
+            mobilenet(),
+            [resnet(), resnet()],
+            num_classes=10,
+            teacher_checkpoints=[saved_teacher(d, seed=1), saved_teacher(d, seed=2)],
+        ),
+        [],
+    ),
+    "self_distillation": lambda d: (
+        SelfDistillation(
+            mobilenet(), mobilenet(), teacher_checkpoint=saved_teacher(d, "mobilenet_v3_small"), num_classes=10
+        ),
+        [],
+    ),
+    "seeds": lambda d: (SeedEnsembleModule([mobilenet(1), mobilenet(2)], num_classes=10), []),
+    "dml": lambda d: (DeepMutualLearning([mobilenet(), resnet()], num_classes=10), []),
+    "afd": lambda d: (
+        OnlineAdversarialFeatureKD([mobilenet(), resnet()], feature_layers=["features.12", "layer4"], num_classes=10),
+        [],
+    ),
+}
+
+
+def parameters_of(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_method_trains_torchvision_networks_on_a_users_datamodule(
+    name: str, tmp_path: Path, cifar_folder: Path
+) -> None:
+    module, callbacks = CASES[name](tmp_path)
+    trained = module.networks if hasattr(module, "networks") else module.student
+    teacher = getattr(module, "teacher", None)
+    before = parameters_of(trained)
+    teacher_before = parameters_of(teacher) if teacher is not None else None
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=1, callbacks=callbacks)
+    trainer.fit(module, UserFolderData(cifar_folder))
+    assert trainer.global_step == 3
+    assert not torch.equal(before, parameters_of(trained))
+    assert all(torch.isfinite(value) for key, value in trainer.callback_metrics.items() if "loss" in key)
+    assert "val/acc" in trainer.callback_metrics or "val/best_acc" in trainer.callback_metrics
+    if teacher is not None:
+        assert torch.equal(teacher_before, parameters_of(teacher)) and not teacher.training
+    for taps in [
+        getattr(module, "student_taps", None),
+        getattr(module, "teacher_taps", None),
+        *getattr(module, "taps", []),
+    ]:
+        assert taps is None or taps.maps == {}  # no feature map is held after the step
+
+
+def test_data_free_distillation_of_torchvision_networks(tmp_path: Path, cifar_folder: Path) -> None:
+    module = DataFreeAdversarialDistillation(
+        mobilenet(), resnet(), DFADGenerator(latent_dim=8, base_channels=4), teacher_checkpoint=saved_teacher(tmp_path)
+    )
+    before = parameters_of(module.student)
+    data = DataFreeDataModule(tiny_cifar(cifar_folder), batch_size=8, latent_dim=8, batches_per_epoch=6)
+    trainer = tiny_trainer(tmp_path, limit_val_batches=1)
+    trainer.fit(module, data)
+    assert trainer.global_step == 6 and not torch.equal(before, parameters_of(module.student))
+
+
+def test_wrong_layer_names_fail_at_construction_listing_valid_paths(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"hint_layer: MobileNetV3 has no submodule 'layer2'; valid module paths include \[features"
+    ):
+        FitNets(mobilenet(), resnet(), hint_layer="layer2", guided_layer="layer2")
+    with pytest.raises(
+        ValueError, match=r"guided_layer: ResNet has no submodule 'layer9'; .*layer1.*\.\.\. \(\d+ more\)"
+    ):
+        FitNets(mobilenet(), resnet(), hint_layer="features.3", guided_layer="layer9")
+    with pytest.raises(ValueError, match="student_layers: MobileNetV3 is not a lit_kd.models.FeatureNet"):
+        AttentionTransfer(mobilenet(), resnet())
+    with pytest.raises(ValueError, match="feature_layers.*a feature index needs a lit_kd.models.FeatureNet"):
+        OnlineAdversarialFeatureKD([mobilenet(), resnet()])
+
+
+def test_maps_that_cannot_be_paired_fail_at_construction() -> None:
+    # a 1x1 student map cannot be regressed onto a 4x4 teacher map (only a half-size map can be upsampled)
+    with pytest.raises(ValueError, match="student map of 1x1 cannot be regressed onto a teacher map of 4x4"):
+        FitNets(mobilenet(), resnet(), hint_layer="features.12", guided_layer="layer2")
+    with pytest.raises(
+        ValueError, match=r"'avgpool' of ResNet outputs shape \(2, 512, 1, 1\)|'fc' of ResNet outputs shape"
+    ):
+        FitNets(mobilenet(), resnet(), hint_layer="features.3", guided_layer="fc")
+    with pytest.raises(ValueError, match="pair up one to one"):
+        AttentionTransfer(mobilenet(), resnet(), student_layers=["features.3"], teacher_layers=["layer2", "layer3"])
+
+
+def test_feature_maps_are_not_kept_after_the_step(tmp_path: Path) -> None:
+    module = FitNets(
+        mobilenet(),
+        resnet(),
+        hint_layer="features.3",
+        guided_layer="layer2",
+        teacher_checkpoint=saved_teacher(tmp_path),
+        num_classes=10,
+    )
+    seen: list[weakref.ref] = []
+    module.student.features[3].register_forward_hook(lambda m, i, output: seen.append(weakref.ref(output)))
+    losses, _ = module.training_losses(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
+    losses["loss"].backward()
+    del losses
+    gc.collect()
+    assert len(seen) == 1 and seen[0]() is None and module.student_taps.maps == {}
+
+
+def test_hooks_work_on_a_compiled_student(tmp_path: Path) -> None:
+    """torch.compile (aot_eager backend: no C++ toolchain needed) keeps the hooks and the loss."""
+    student = mobilenet()
+    reference = FitNets(
+        student,
+        resnet(),
+        hint_layer="features.3",
+        guided_layer="layer2",
+        teacher_checkpoint=saved_teacher(tmp_path),
+        num_classes=10,
+    ).eval()
+    images, targets = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    expected, _ = reference.training_losses(images, targets)
+    compiled = FitNets(
+        torch.compile(student, backend="aot_eager"),
+        resnet(),
+        hint_layer="features.3",
+        guided_layer="layer2",
+        teacher_checkpoint=saved_teacher(tmp_path),
+        num_classes=10,
+    ).eval()
+    compiled.regressor.load_state_dict(reference.regressor.state_dict())
+    losses, _ = compiled.training_losses(images, targets)
+    torch.testing.assert_close(losses["hint"], expected["hint"], rtol=1e-4, atol=1e-5)
+
+
+def fitnets_case(work_dir: Path) -> FitNets:
+    return FitNets(
+        mobilenet(),
+        resnet(),
+        hint_layer="features.3",
+        guided_layer="layer2",
+        teacher_checkpoint=saved_teacher(work_dir),
+        num_classes=10,
+    )
+
+
+def test_a_hook_based_method_resumes_exactly(tmp_path: Path, cifar_folder: Path) -> None:
+    pl.seed_everything(0)
+    checkpoints = ModelCheckpoint(tmp_path / "ckpt", filename="{epoch}", every_n_epochs=1, save_top_k=-1)
+    data = UserFolderData(cifar_folder, batch_size=16, shuffle=False, augment=False)
+    uninterrupted = fitnets_case(tmp_path)
+    trainer = tiny_trainer(
+        tmp_path,
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        callbacks=[checkpoints],
+        enable_checkpointing=True,
+    )
+    trainer.fit(uninterrupted, data)
+    pl.seed_everything(0)
+    resumed = fitnets_case(tmp_path)
+    tiny_trainer(tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=0).fit(
+        resumed,
+        UserFolderData(cifar_folder, batch_size=16, shuffle=False, augment=False),
+        ckpt_path=tmp_path / "ckpt" / "epoch=0.ckpt",
+    )
+    for key, value in uninterrupted.state_dict().items():
+        if not key.startswith("teacher."):
+            torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+class SaveWeights(pl.Callback):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_train_end(self, trainer, module) -> None:
+        torch.save(
+            {k: v.detach().cpu() for k, v in module.state_dict().items()}, self.folder / f"rank{trainer.global_rank}.pt"
+        )
+
+
+def test_a_hook_based_method_keeps_two_ddp_processes_in_sync(tmp_path: Path, cifar_folder: Path) -> None:
+    pl.seed_everything(0)
+    module = fitnets_case(tmp_path)
+    initial = {k: v.clone() for k, v in module.student.state_dict().items()}
+    trainer = tiny_trainer(  # validation after the last step: DDP's forward takes rank 0's BatchNorm statistics
+        tmp_path,
+        strategy="ddp_spawn",
+        devices=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[SaveWeights(tmp_path)],
+    )
+    trainer.fit(module, UserFolderData(cifar_folder))
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    for key, value in ranks[0].items():
+        torch.testing.assert_close(ranks[1][key], value, rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(initial[k], ranks[0][f"student.{k}"]) for k in initial)
