@@ -23,17 +23,22 @@ def data_folders(cifar_folder: Path, utkface_folder: Path) -> dict[str, Path]:
     return {"cifar10": cifar_folder, "utkface": utkface_folder}
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 @pytest.mark.parametrize("name", list(METHOD_CASES))
-def test_resumed_run_equals_an_uninterrupted_one(name: str, tmp_path: Path, data_folders: dict[str, Path]) -> None:
+def test_resumed_run_equals_an_uninterrupted_one(
+    name: str, precision: str, tmp_path: Path, data_folders: dict[str, Path]
+) -> None:
+    """Also under bf16 mixed precision (CPU autocast): every method trains with finite losses and resumes exactly."""
     # 4 or 5 steps an epoch (batch 16 of the generated images, or its share): step 7 is in the middle of epoch 1.
     pl.seed_everything(0)
     case = METHOD_CASES[name](tmp_path)
     checkpoints = ModelCheckpoint(tmp_path / "ckpt", filename="{step}", every_n_train_steps=7, save_top_k=-1)
-    settings = dict(max_epochs=3, limit_val_batches=1)
+    settings = dict(max_epochs=3, limit_val_batches=1, precision=precision)
     trainer = tiny_trainer(tmp_path, callbacks=[*case.callbacks, checkpoints], enable_checkpointing=True, **settings)
     trainer.fit(case.module, case.data(data_folders, 16))
     steps_per_epoch = trainer.num_training_batches
     assert steps_per_epoch in (4, 5) and trainer.global_step == 3 * steps_per_epoch
+    assert all(torch.isfinite(value).all() for key, value in trainer.callback_metrics.items() if "loss" in key)
     uninterrupted = trained_weights(case.module)
 
     pl.seed_everything(0)

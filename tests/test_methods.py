@@ -27,8 +27,9 @@ def test_hinton_loss_is_the_weighted_sum_of_ce_and_soft_target_kl(tmp_path: Path
     expected_ce = F.cross_entropy(logits, targets)
     expected_kd = soft_target_kl(logits, teacher_logits, 3.0)
     assert torch.allclose(losses["ce"], expected_ce)
-    assert torch.allclose(losses["kd"], expected_kd)
-    assert torch.allclose(losses["loss"], 0.3 * expected_ce + 0.7 * expected_kd)
+    # the teacher runs with its BatchNorm folded into its convolutions: equal to float tolerance
+    torch.testing.assert_close(losses["kd"], expected_kd, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(losses["loss"], 0.3 * expected_ce + 0.7 * expected_kd, rtol=1e-4, atol=1e-6)
 
 
 def test_gradient_reaches_the_student_and_never_the_teacher(tmp_path: Path) -> None:

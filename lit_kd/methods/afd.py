@@ -18,6 +18,7 @@ from lit_kd.losses.afd import (
     l1_alignment_loss,
 )
 from lit_kd.losses.dml import ring_pairs
+from lit_kd.methods.base import optimizer_scaler
 from lit_kd.methods.dfad import zero_gradient_term
 from lit_kd.methods.online import OnlineDistillationModule
 from lit_kd.models.features import FeatureTaps, LayerName, probe_maps
@@ -227,9 +228,10 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         losses["adversarial"] = self.network_term(mapped, pairs)
         adversarial_optimizer.zero_grad()
         unused = zero_gradient_term(self.networks) + self.discriminator_zero_term()  # e.g. the classifiers: DDP
-        self.manual_backward(self.adversarial_weight * losses["adversarial"] + unused)
-        self.drop_gradients(pairs, networks=False, adapters=False, discriminators=True)
-        self.uncounted_step(adversarial_optimizer)
+        with optimizer_scaler(self, 1):
+            self.manual_backward(self.adversarial_weight * losses["adversarial"] + unused)
+            self.drop_gradients(pairs, networks=False, adapters=False, discriminators=True)
+            self.uncounted_step(adversarial_optimizer)
         losses["discriminator"] = self.discriminator_term(mapped, pairs).detach()
         return logits, losses, [m.detach() for m in mapped]
 
@@ -252,13 +254,15 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         update, with the networks' gradients dropped), through the AMP scaler if there is one, so ``global_step``
         keeps counting batches (:meth:`uncounted_step`).
         """
-        optimizer = self.optimizers_list()[-1]
+        optimizers = self.optimizers_list()
+        optimizer = optimizers[-1]
         for _ in range(count):
             optimizer.zero_grad()
             loss = self.discriminator_term(mapped, pairs)
-            self.manual_backward(loss + zero_gradient_term(self.networks) + zero_gradient_term(self.adapters))
-            self.drop_gradients(pairs, networks=True, adapters=True, discriminators=False)
-            self.uncounted_step(optimizer)
+            with optimizer_scaler(self, len(optimizers) - 1):
+                self.manual_backward(loss + zero_gradient_term(self.networks) + zero_gradient_term(self.adapters))
+                self.drop_gradients(pairs, networks=True, adapters=True, discriminators=False)
+                self.uncounted_step(optimizer)
 
     def uncounted_step(self, optimizer: Any) -> None:
         """Step the optimiser behind a Lightning-wrapped one, through the AMP scaler if there is one.

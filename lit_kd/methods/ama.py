@@ -99,7 +99,7 @@ class ActivationMapAdaptation(DistillationModule):
         """The adapted activation map and the adapted teacher's logits (gradients reach only the adaptive module)."""
         self._adapting = True
         try:
-            logits = self.teacher(images)
+            logits = self.frozen_teacher(images)  # the adapted block's hook is on it too
             adapted_map = self._adapted_map
         finally:
             self._adapting, self._adapted_map = False, None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from abc import abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +17,13 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR
+from torch.utils._pytree import tree_map
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_kd.checkpointing import load_network_weights
 from lit_kd.methods.regression import regression_loss, regression_metrics
+from lit_kd.models.inference import inference_copy, use_channels_last
 from lit_kd.models.normalization import declared_normalization, match_input_normalization
 
 
@@ -56,6 +60,56 @@ def broadcast_buffers(module: LightningModule) -> None:
             continue
         for buffer in layer.buffers(recurse=False):
             torch.distributed.broadcast(buffer, src=0)
+
+
+SCALERS_KEY = "lit_kd_gradient_scalers"
+
+
+@contextlib.contextmanager
+def optimizer_scaler(module: LightningModule, index: int) -> Iterator[None]:
+    """Inside, the backward pass and the step of optimiser ``index`` use that optimiser's own ``GradScaler``.
+
+    Under ``16-mixed`` precision Lightning keeps one ``GradScaler``; a manual-optimisation module that steps several
+    optimisers on losses of different sizes (a generator and a discriminator, a student and a generator) is better
+    served by one scaler each, so that an overflow in one does not shrink the scale of the others. Optimiser 0 uses
+    Lightning's scaler (saved with the precision plugin's state); the others get their own, made like it, saved in the
+    checkpoint under :data:`SCALERS_KEY` (:func:`save_scalers`). Without a scaler (32-bit, bf16) this does nothing.
+    """
+    plugin = module.trainer.precision_plugin if module._trainer is not None else None
+    main = getattr(plugin, "scaler", None)
+    if main is None or index == 0:
+        yield
+        return
+    scalers = module.__dict__.setdefault("_scalers", {})
+    if index not in scalers:
+        scalers[index] = torch.amp.GradScaler(
+            device=main._device,
+            init_scale=main._init_scale,
+            growth_factor=main._growth_factor,
+            backoff_factor=main._backoff_factor,
+            growth_interval=main._growth_interval,
+        )
+        pending = module.__dict__.get("_pending_scaler_states", {})
+        if index in pending:
+            scalers[index].load_state_dict(pending.pop(index))
+    plugin.scaler = scalers[index]
+    try:
+        yield
+    finally:
+        plugin.scaler = main
+
+
+def save_scalers(module: LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Store the per-optimiser scalers of :func:`optimizer_scaler` in ``checkpoint``."""
+    scalers = module.__dict__.get("_scalers")
+    if scalers:
+        checkpoint[SCALERS_KEY] = {index: scaler.state_dict() for index, scaler in scalers.items()}
+
+
+def load_scalers(module: LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Restore the scalers saved by :func:`save_scalers` (applied when each is first used)."""
+    module.__dict__["_pending_scaler_states"] = dict(checkpoint.get(SCALERS_KEY, {}))
+    module.__dict__["_scalers"] = {}
 
 
 def stop_on_non_finite_loss(module: LightningModule, loss: Tensor) -> None:
@@ -96,6 +150,11 @@ class StudentModule(LightningModule):
         optimizer: builds the optimiser from the trainable parameters (default: :func:`default_optimizer`).
         lr_scheduler: builds the scheduler from the optimiser, stepped every epoch; by default cosine annealing to
             0 over all training steps (stepped every batch).
+        channels_last: keep the networks' weights and input batches in channels-last memory format (faster
+            convolutions on recent CPUs and on GPUs with tensor cores; see ``benchmarks/results`` for the measured
+            effect). Outputs, losses and checkpoints are unchanged.
+        compile_student: compile the trained networks with ``torch.compile`` (``nn.Module.compile``: the module tree,
+            its state dict and its hooks stay as they are). Off by default: see the README's performance section.
     """
 
     #: Constructor arguments kept out of ``hparams`` (networks and factories): checkpoints then hold only plain
@@ -111,9 +170,14 @@ class StudentModule(LightningModule):
         num_classes: int | None = None,
         optimizer: OptimizerCallable = default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
+        channels_last: bool = False,
+        compile_student: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
+        self.channels_last = channels_last
+        self.compile_student = compile_student
+        self._compiled = False
         self.student = student
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
@@ -142,6 +206,7 @@ class StudentModule(LightningModule):
                 f"{data_classes} classes"
             )
         self.convert_inputs_for_networks(datamodule)
+        self.apply_speed_options()
         input_shape = getattr(datamodule, "input_shape", None)
         if input_shape is not None:
             self.check_output_sizes(tuple(input_shape))
@@ -212,6 +277,21 @@ class StudentModule(LightningModule):
     def networks_to_check(self) -> dict[str, nn.Module]:
         """Networks whose output size must equal ``num_classes`` (checked once at setup)."""
         return {"student": self.student}
+
+    def trained_networks(self) -> list[nn.Module]:
+        """The networks being trained (the student; every network of an online method)."""
+        return [network for name, network in self.networks_to_check().items() if name != "teacher"]
+
+    def apply_speed_options(self) -> None:
+        """Apply ``channels_last`` (weights and network inputs) and ``compile_student`` (once)."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+            for network in self.networks_to_check().values():
+                use_channels_last(network)
+        if self.compile_student and not self._compiled:
+            for network in self.trained_networks():
+                network.compile()
+            self._compiled = True
 
     @torch.no_grad()
     def check_output_sizes(self, input_shape: tuple[int, ...]) -> None:
@@ -295,6 +375,14 @@ class StudentModule(LightningModule):
     def on_before_backward(self, loss: Tensor) -> None:
         """Stop before a NaN or infinite loss reaches the weights (see :func:`stop_on_non_finite_loss`)."""
         stop_on_non_finite_loss(self, loss)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the per-optimiser gradient scalers of manual optimisation under 16-mixed (:func:`optimizer_scaler`)."""
+        save_scalers(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the per-optimiser gradient scalers."""
+        load_scalers(self, checkpoint)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Compute the method's losses, log them and the training metrics, return the loss to optimise."""
@@ -389,7 +477,17 @@ class DistillationModule(StudentModule):
         save_teacher: also store the teacher's weights in this module's checkpoints.
         trust_checkpoint: load a legacy pickle at ``teacher_checkpoint`` in full (it can run code: only for files
             from a trusted source; ``LIT_KD_TRUST_CHECKPOINTS=1`` does the same). A warning names the file.
-        **kwargs: ``num_classes``, ``optimizer``, ``lr_scheduler``: see :class:`StudentModule`.
+        fast_teacher: run the teacher as an inference copy with every BatchNorm folded into the convolution before
+            it (:func:`~lit_kd.models.inference.inference_copy`; same outputs to float tolerance, fewer operations),
+            under ``torch.inference_mode`` where no gradient is needed. ``teacher``'s own weights, its state dict and
+            the checkpoints keep their original form; the copy follows them.
+        compile_teacher: compile the teacher's inference copy with ``torch.compile``.
+        teacher_precision: ``"16"`` or ``"bf16"`` run the teacher's gradient-free forward passes (its logits and
+            feature maps for the losses) under autocast in that precision, e.g. on a GPU; ``"32"`` (default) in the
+            trainer's precision. Passes that back-propagate through the teacher's input (BSS's attack, DFAD's
+            generator step, AMA's adapted teacher) always use the trainer's precision.
+        **kwargs: ``num_classes``, ``optimizer``, ``lr_scheduler``, ``channels_last``, ``compile_student``: see
+            :class:`StudentModule`.
     """
 
     def __init__(
@@ -399,9 +497,14 @@ class DistillationModule(StudentModule):
         teacher_checkpoint: str | None = None,
         save_teacher: bool = False,
         trust_checkpoint: bool = False,
+        fast_teacher: bool = True,
+        compile_teacher: bool = False,
+        teacher_precision: Literal["32", "16", "bf16"] = "32",
         **kwargs: Any,
     ) -> None:
         super().__init__(student=student, **kwargs)
+        if teacher_precision not in ("32", "16", "bf16"):
+            raise ValueError(f"teacher_precision must be '32', '16' or 'bf16', got {teacher_precision!r}")
         if teacher_checkpoint is not None:
             load_network_weights(teacher, teacher_checkpoint, trust=trust_checkpoint, argument="teacher_checkpoint")
         elif getattr(teacher, "weights_name", None) is None:
@@ -411,6 +514,40 @@ class DistillationModule(StudentModule):
             )
         self.teacher = teacher.requires_grad_(False).eval()
         self.save_teacher = save_teacher
+        self.fast_teacher, self.compile_teacher, self.teacher_precision = (
+            fast_teacher,
+            compile_teacher,
+            teacher_precision,
+        )
+        self.__dict__["_inference_teacher"] = None  # a plain attribute: not a submodule, not in the state dict
+        self._inference_signature: tuple[Any, ...] = ()
+
+    @property
+    def frozen_teacher(self) -> nn.Module:
+        """The teacher to run: its inference copy with ``fast_teacher``, else the teacher itself.
+
+        The copy is rebuilt whenever the teacher's weights, buffers or device change (e.g. a checkpoint was loaded).
+        """
+        if not self.fast_teacher:
+            return self.teacher
+        tensors = [*self.teacher.parameters(), *self.teacher.buffers()]
+        signature = tuple((tensor._version, tensor.data_ptr(), tensor.device) for tensor in tensors)
+        if self.__dict__["_inference_teacher"] is None or signature != self._inference_signature:
+            copied = inference_copy(self.teacher, share=(self,))
+            if self.compile_teacher:
+                copied.compile()
+            self.__dict__["_inference_teacher"], self._inference_signature = copied, signature
+        return self.__dict__["_inference_teacher"]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> DistillationModule:
+        """Moving or casting the module (``.to``, ``.half``, ...) drops the teacher's inference copy (made again)."""
+        self.__dict__["_inference_teacher"] = None
+        return super()._apply(fn, recurse)
+
+    def apply_speed_options(self) -> None:
+        """The base's options, then a fresh inference copy of the teacher (with any new hooks and memory format)."""
+        super().apply_speed_options()
+        self.__dict__["_inference_teacher"] = None
 
     def networks_to_check(self) -> dict[str, nn.Module]:
         """The student and the teacher must both output ``num_classes`` logits."""
@@ -427,13 +564,27 @@ class DistillationModule(StudentModule):
         super().on_fit_start()
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
-    @torch.no_grad()
     def teacher_logits(self, images: Tensor) -> Tensor:
-        """Teacher logits, computed without building a graph."""
-        return self.teacher(images)
+        """Teacher logits without a graph: the inference copy under ``torch.inference_mode`` (``teacher_precision``)."""
+        return self.teacher_forward(self.frozen_teacher, images)
+
+    def teacher_forward(self, network: Any, images: Tensor) -> Any:
+        """``network(images)`` (the teacher, or a callable running it) as a loss target: no graph.
+
+        Under ``torch.inference_mode`` when ``fast_teacher`` (the outputs are cloned into ordinary tensors, which a
+        loss can save for its backward pass), else under ``torch.no_grad``.
+        """
+        dtype = {"16": torch.float16, "bf16": torch.bfloat16}.get(self.teacher_precision)
+        autocast = torch.autocast(images.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with torch.inference_mode() if self.fast_teacher else torch.no_grad(), autocast:
+            output = network(images)
+        if self.fast_teacher or dtype is not None:
+            output = tree_map(lambda value: value.float().clone() if dtype else value.clone(), output)
+        return output
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the frozen teacher's weights from the checkpoint unless ``save_teacher``."""
+        super().on_save_checkpoint(checkpoint)
         if not self.save_teacher:
             state_dict = checkpoint["state_dict"]
             for key in [key for key in state_dict if key.startswith("teacher.")]:
@@ -441,6 +592,7 @@ class DistillationModule(StudentModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the current teacher weights back where a checkpoint left them out."""
+        super().on_load_checkpoint(checkpoint)
         state_dict = checkpoint["state_dict"]
         for key, value in self.teacher.state_dict().items():
             state_dict.setdefault(f"teacher.{key}", value)

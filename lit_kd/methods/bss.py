@@ -65,7 +65,7 @@ class BSSDistillation(DistillationModule):
         cross_entropy = F.cross_entropy(student_logits, targets)
         distillation = soft_cross_entropy(student_logits, teacher_logits, self.temperature)
         loss = cross_entropy + mining.distillation_weight * distillation
-        samples = mining.mine(self.teacher, images, targets, teacher_logits, student_logits)
+        samples = mining.mine(self.frozen_teacher, images, targets, teacher_logits, student_logits)
         boundary = distillation.new_zeros(())
         if samples is not None:
             boundary = soft_cross_entropy(self.student(samples.images), samples.teacher_logits, self.temperature)

@@ -19,7 +19,14 @@ from lit_kd.losses.gan import (
     rule_of_thumb_sigma,
     sample_vicinal_batch,
 )
-from lit_kd.methods.base import broadcast_buffers, reseed_for_batch, stop_on_non_finite_loss
+from lit_kd.methods.base import (
+    broadcast_buffers,
+    load_scalers,
+    optimizer_scaler,
+    reseed_for_batch,
+    save_scalers,
+    stop_on_non_finite_loss,
+)
 from lit_kd.models.gan import ConditionalGenerator, ProjectionDiscriminator
 
 
@@ -216,14 +223,20 @@ class ConditionalGAN(LightningModule):
             self.log_dict({"train/real_score": real_scores.mean(), "train/fake_score": fake_scores.mean()})
         discriminator_optimizer.zero_grad()
         generator_optimizer.zero_grad()
-        self.manual_backward(loss)
-        for parameter in idle.parameters():
-            parameter.grad = None
-        optimizer.step()
+        with optimizer_scaler(self, int(optimizer is generator_optimizer)):  # 16-mixed: a GradScaler per optimiser
+            self.manual_backward(loss)
+            for parameter in idle.parameters():
+                parameter.grad = None
+            optimizer.step()
         self.log(f"train/{name}", loss.detach(), prog_bar=True)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the per-optimiser gradient scalers (16-mixed)."""
+        load_scalers(self, checkpoint)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store how to rebuild the networks and the vicinity parameters, for stage 2."""
+        """Store how to rebuild the networks and the vicinity parameters, for stage 2; and the gradient scalers."""
+        save_scalers(self, checkpoint)
         checkpoint["conditional_gan"] = {
             name: {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": dict(net.config)}
             for name, net in (("generator", self.generator), ("discriminator", self.discriminator))

@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import LRScheduler, MultiStepLR
 
 from lit_kd.callbacks.generator_schedule import GeneratorUpdateSchedule
 from lit_kd.losses.dfad import logit_discrepancy
-from lit_kd.methods.base import DistillationModule
+from lit_kd.methods.base import DistillationModule, optimizer_scaler
 
 
 def dfad_student_optimizer(parameters: Any) -> Optimizer:
@@ -159,7 +159,7 @@ class DataFreeAdversarialDistillation(DistillationModule):
             return {"loss": losses["loss"] + zero_gradient_term(self.generator), "discrepancy": losses["discrepancy"]}
         images = self.generator(latent)
         frozen = {name: parameter.detach() for name, parameter in self.student.named_parameters()}
-        discrepancy = logit_discrepancy(functional_call(self.student, frozen, (images,)), self.teacher(images))
+        discrepancy = logit_discrepancy(functional_call(self.student, frozen, (images,)), self.frozen_teacher(images))
         return {"loss": -discrepancy + zero_gradient_term(self.student), "discrepancy": discrepancy}
 
     def training_step(self, latent: Tensor, batch_idx: int) -> None:
@@ -173,10 +173,11 @@ class DataFreeAdversarialDistillation(DistillationModule):
         student_optimizer, generator_optimizer = self.optimizers()
         optimizer, idle = (generator_optimizer, self.student) if generator_step else (student_optimizer, self.generator)
         optimizer.zero_grad()
-        self.manual_backward(losses["loss"])
-        for parameter in idle.parameters():
-            parameter.grad = None
-        optimizer.step()
+        with optimizer_scaler(self, int(generator_step)):  # under 16-mixed, each optimiser has its own GradScaler
+            self.manual_backward(losses["loss"])
+            for parameter in idle.parameters():
+                parameter.grad = None
+            optimizer.step()
         name = "train/generator_l1" if generator_step else "train/student_l1"
         self.log(name, losses["discrepancy"].detach(), prog_bar=True, batch_size=len(latent))
 

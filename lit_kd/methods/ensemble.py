@@ -136,4 +136,4 @@ class EnsembleDistillation(DistillationModule):
         super().validation_step(batch, batch_idx)
         images, targets = batch
         with torch.no_grad():
-            self.member_accuracies.update_and_log(self, "val", self.teacher.member_logits(images), targets)
+            self.member_accuracies.update_and_log(self, "val", self.frozen_teacher.member_logits(images), targets)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -64,8 +63,7 @@ class FitNets(DistillationModule):
     def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Cross-entropy plus the weighted hint loss between the regressed student map and the teacher map."""
         student_logits, (student_map,) = self.student_taps(images)
-        with torch.no_grad():
-            _, (teacher_map,) = self.teacher_taps(images)
+        _, (teacher_map,) = self.teacher_forward(lambda batch: self.teacher_taps(batch, self.frozen_teacher), images)
         cross_entropy = F.cross_entropy(student_logits, targets)
         hint = hint_loss(self.regressor(student_map), teacher_map)
         loss = cross_entropy + self.hint_weight * hint

@@ -166,10 +166,12 @@ class OnlineDistillationModule(StudentModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Remember which network was best."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint["best_network"] = self.best_network
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore which network was best."""
+        super().on_load_checkpoint(checkpoint)
         self.best_network = int(checkpoint.get("best_network", 0))
 
     # ---------------------------------------------------------------------------------------- optimisation

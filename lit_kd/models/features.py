@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_kd.models.base import FeatureNet
+from lit_kd.models.inference import SharedOnCopy
 
 LayerName = int | str
 
@@ -92,11 +93,13 @@ def _note_4d(found: list[str], name: str, module: nn.Module, inputs: Any, output
         found.append(name)
 
 
-class FeatureTaps:
+class FeatureTaps(SharedOnCopy):
     """Records the outputs of named submodules of ``network`` whenever it runs inside :meth:`capture`.
 
-    The hooks stay registered for the network's lifetime (they survive ``deepcopy``, pickling for DDP spawn,
-    checkpoints and ``train()``/``eval()``) and do nothing outside :meth:`capture`.
+    The hooks stay registered for the network's lifetime (they survive pickling for DDP spawn, checkpoints and
+    ``train()``/``eval()``) and do nothing outside :meth:`capture`. A deep copy of the network (e.g. the teacher's
+    inference copy, :func:`~lit_kd.models.inference.inference_copy`) keeps hooks that record into these same taps, so
+    ``taps(images, network=copy)`` reads the copy's maps.
 
     Args:
         network: any ``nn.Module``.
@@ -139,10 +142,10 @@ class FeatureTaps:
         finally:
             self.active, self.maps = False, {}
 
-    def __call__(self, images: Tensor, *args: Any) -> tuple[Any, list[Tensor]]:
-        """Run the network; its output and the recorded maps, in the order of ``layers``."""
+    def __call__(self, images: Tensor, network: nn.Module | None = None) -> tuple[Any, list[Tensor]]:
+        """Run the network (or ``network``, a copy of it); its output and the recorded maps, in ``layers`` order."""
         with self.capture() as maps:
-            output = self.network(images, *args)
+            output = (network or self.network)(images)
             missing = [name for name in self.layers if name not in maps]
             if missing:
                 raise RuntimeError(

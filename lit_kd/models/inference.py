@@ -1,0 +1,133 @@
+"""A frozen network made cheap to run: BatchNorm folded into the convolution before it, channels-last memory.
+
+A teacher never trains, so every ``BatchNorm2d`` in evaluation mode that directly follows a ``Conv2d`` is an affine
+map that can be folded into that convolution's weight and bias (``W' = W * g / s``, ``b' = (b - mu) * g / s + beta``,
+``s = sqrt(var + eps)``). :func:`fold_batchnorm` does that in place and replaces the BatchNorm by ``nn.Identity``, so
+module paths (and forward hooks on them) stay valid. Which convolution feeds which BatchNorm is read from a
+``torch.fx`` trace when the network traces; for networks that do not, only the pairs that sit next to each other in
+an ``nn.Sequential`` are folded (always safe). Nothing here requires tracing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def conv_batchnorm_pairs(network: nn.Module) -> list[tuple[str, str]]:
+    """``(conv path, batchnorm path)`` pairs where the BatchNorm's only input is the convolution's output.
+
+    From a ``torch.fx`` symbolic trace (the convolution's output must have no other user); if the network does not
+    trace, from the children of ``nn.Sequential`` modules (a ``Conv2d`` followed by a ``BatchNorm2d``).
+
+    Example:
+        >>> block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+        >>> conv_batchnorm_pairs(block)
+        [('0', '1')]
+    """
+    modules = dict(network.named_modules())
+    try:
+        graph = torch.fx.symbolic_trace(network).graph
+    except Exception:  # untraceable (data-dependent control flow, ...): the sequential pairs only
+        pairs = []
+        for name, module in network.named_modules():
+            if isinstance(module, nn.Sequential):
+                children = list(module.named_children())
+                for (first, conv), (second, norm) in zip(children, children[1:], strict=False):
+                    if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                        prefix = f"{name}." if name else ""
+                        pairs.append((prefix + first, prefix + second))
+        return pairs
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        source = node.args[0] if node.args else None
+        if (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and isinstance(modules.get(source.target), nn.Conv2d)
+            and len(source.users) == 1
+        ):
+            pairs.append((source.target, node.target))
+    return pairs
+
+
+@torch.no_grad()
+def fold_into_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    """Fold ``norm`` (with running statistics) into ``conv`` in place."""
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError("only a BatchNorm with running statistics can be folded")
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))).to(conv.weight))
+    conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight), requires_grad=conv.weight.requires_grad)
+
+
+def fold_batchnorm(network: nn.Module) -> int:
+    """Fold every BatchNorm2d that only reads a Conv2d's output into it, in place; returns how many were folded.
+
+    The network must be in evaluation mode for this to keep its outputs (a BatchNorm in training mode uses batch
+    statistics). The folded BatchNorms become ``nn.Identity`` at the same module paths.
+
+    Example:
+        >>> block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+        >>> block[1].running_mean.fill_(0.5); _ = block[1].running_var.fill_(4.0)
+        tensor([0.5000, 0.5000, 0.5000, 0.5000])
+        >>> images = torch.randn(2, 3, 8, 8)
+        >>> before = block(images)
+        >>> fold_batchnorm(block), torch.allclose(block(images), before, atol=1e-6), type(block[1]).__name__
+        (1, True, 'Identity')
+    """
+    pairs = conv_batchnorm_pairs(network)
+    for conv_path, norm_path in pairs:
+        norm = network.get_submodule(norm_path)
+        fold_into_conv(network.get_submodule(conv_path), norm)
+        identity = nn.Identity()
+        identity._forward_hooks, identity._forward_pre_hooks = norm._forward_hooks, norm._forward_pre_hooks  # kept
+        network.set_submodule(norm_path, identity)
+    return len(pairs)
+
+
+def to_channels_last(module: nn.Module | None, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: the first argument (a ``[B, C, H, W]`` batch) in channels-last memory format."""
+    images = args[0]
+    if isinstance(images, Tensor) and images.dim() == 4:
+        return (images.contiguous(memory_format=torch.channels_last), *args[1:])
+    return args
+
+
+def use_channels_last(network: nn.Module) -> nn.Module:
+    """Put ``network``'s 4-D weights and its input batches in channels-last memory format (a pre-hook); idempotent."""
+    network.to(memory_format=torch.channels_last)
+    if not any(hook is to_channels_last for hook in network._forward_pre_hooks.values()):
+        network.register_forward_pre_hook(to_channels_last)
+    return network
+
+
+class SharedOnCopy:
+    """Mix-in for objects that hooks refer to: a deep copy of the network keeps referring to the same object."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+
+def inference_copy(network: nn.Module, share: tuple[Any, ...] = (), fold: bool = True) -> nn.Module:
+    """A deep copy of ``network`` for inference: evaluation mode, frozen, BatchNorm folded (:func:`fold_batchnorm`).
+
+    Hooks come along with the copy; objects in ``share`` (e.g. the LightningModule a hook is a method of) are not
+    copied but shared, so a hook of the copy updates the same state as the original's.
+    """
+    copied = copy.deepcopy(network, memo={id(obj): obj for obj in share})
+    copied.eval().requires_grad_(False)
+    if fold:
+        fold_batchnorm(copied)
+    return copied
