@@ -35,6 +35,30 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
+class IterationTimer(pl.Callback):
+    """Wall time of whole training iterations, from one ``on_train_batch_end`` to the next.
+
+    Unlike :class:`StepTimer` it includes fetching the batch, moving and augmenting it: what a user's images/s is.
+    """
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._last: float | None = None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.times.append(now - self._last)
+        self._last = now
+
+
+def load_average() -> float:
+    """The 1-minute load average (how many processes wanted the CPU), to flag measurements that shared it."""
+    return os.getloadavg()[0]
+
+
 def quiet_trainer(**kwargs: Any) -> pl.Trainer:
     """A ``Trainer`` for benchmarks: one device, no logger, checkpoints, progress bar, summary or sanity check."""
     defaults: dict[str, Any] = dict(

@@ -38,7 +38,7 @@ Methods (``--method``) and the sample configuration each mirrors (paths in yoshi
   moved to the CIFAR pair: forward hooks on the outputs of ``layer1``, ``layer2``, ``layer3`` of both networks
   (every stage of a CIFAR ResNet; the ImageNet sample hooks ``layer3`` and ``layer4``), ``WeightedSumLoss`` of
   ``CrossEntropyLoss`` (weight 1) and ``ATLoss`` (``mode='code'``, weight 1000 as in the sample), and the KD sample's
-  SGD/scheduler. lit-kd's ``AttentionTransfer`` computes the same loss (CE + beta/2 * the same ``(at_s - at_t)^2``
+  SGD/scheduler. lit-kd's ``AttentionTransfer`` computes the same loss (CE + beta * the same ``(at_s - at_t)^2``
   mean over the three stages), so this is the like-for-like feature method.
 * ``fitnets``: stage 1 of ``configs/sample/ilsvrc2012/fitnet/resnet18_from_resnet152.yaml``, built as the sample's
   two-stage config (so ``get_distillation_box`` returns a ``MultiStagesDistillationBox``) and timed in stage 1: both

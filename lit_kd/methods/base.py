@@ -150,9 +150,10 @@ class StudentModule(LightningModule):
         optimizer: builds the optimiser from the trainable parameters (default: :func:`default_optimizer`).
         lr_scheduler: builds the scheduler from the optimiser, stepped every epoch; by default cosine annealing to
             0 over all training steps (stepped every batch).
-        channels_last: keep the networks' weights and input batches in channels-last memory format (faster
-            convolutions on recent CPUs and on GPUs with tensor cores; see ``benchmarks/results`` for the measured
-            effect). Outputs, losses and checkpoints are unchanged.
+        channels_last: keep the networks' weights and input batches in channels-last memory format: faster
+            convolutions (on by default: +27% images/s for a KD step on this project's 2-core CPU,
+            ``benchmarks/results/speed_options.md``; GPUs with tensor cores gain too). Outputs and losses are equal to
+            float tolerance; checkpoints hold the same tensors (they load into a network in either format).
         compile_student: compile the trained networks with ``torch.compile`` (``nn.Module.compile``: the module tree,
             its state dict and its hooks stay as they are). Off by default: see the README's performance section.
     """
@@ -170,7 +171,7 @@ class StudentModule(LightningModule):
         num_classes: int | None = None,
         optimizer: OptimizerCallable = default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
-        channels_last: bool = False,
+        channels_last: bool = True,
         compile_student: bool = False,
     ) -> None:
         super().__init__()

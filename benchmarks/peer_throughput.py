@@ -1,0 +1,190 @@
+"""lit-kd against torchdistill on the same pair, batch and machine: training images/s, interleaved, with ratios.
+
+Hinton KD and attention transfer (the like-for-like feature method), ResNet-56 -> ResNet-20 on the CIFAR-10 JPEG
+images, batch 128, ``--threads`` compute threads. Each side runs as its own process, one measurement at a time,
+alternating lit-kd / torchdistill for ``--repeats`` rounds:
+
+* lit-kd: this project's environment (``sys.executable``): ``HintonKD`` / ``AttentionTransfer`` with their defaults
+  (the teacher's folded inference copy, channels-last), ``CIFAR10DataModule`` (images decoded once into memory,
+  augmented in batches), a ``Trainer`` on the CPU. Images/s from the median whole iteration (batch end to batch end).
+* torchdistill 1.1.5: its own models, ``ImageFolder`` pipeline with 2 DataLoader workers and training box, run by
+  ``benchmarks/peer_torchdistill.py`` in a separate environment (``--peer-python``; torchdistill is not a lit-kd
+  dependency: ``python3 -m venv /work/peer_venv && /work/peer_venv/bin/pip install torch==2.14.1
+  torchvision==0.29.1 torchdistill==1.1.5``). Its teacher is put in eval mode (``--teacher-eval``), as lit-kd's is;
+  torchdistill's example leaves it in training mode.
+
+Teachers have random weights on both sides (a network costs the same per image whatever its weights). The 1-minute
+load average is recorded before every measurement; one that started above ``threads + 0.5`` shared the CPU and is
+left out of the medians when a clean one exists.
+
+    python benchmarks/peer_throughput.py --data-dir /work/peer_data/cifar10 --peer-python /work/peer_venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def lit_kd_side(args: argparse.Namespace) -> dict:
+    """One lit-kd measurement in this process (called with ``--side lit-kd``)."""
+    import lightning.pytorch as pl
+    from common import IterationTimer, load_average, quiet_benchmark, quiet_trainer
+
+    from lit_kd.data import CIFAR10DataModule
+    from lit_kd.methods import AttentionTransfer, HintonKD
+    from lit_kd.models import create_model
+
+    quiet_benchmark(args.threads)
+    warnings.simplefilter("ignore")
+    pl.seed_everything(args.seed)
+    data = CIFAR10DataModule(args.data_dir, batch_size=args.batch_size)
+    data.setup("fit")  # decoded (or read from the cache) before timing, like torchdistill's untimed setup
+    student, teacher = create_model("resnet20", num_classes=10), create_model("resnet56", num_classes=10)
+    if args.method == "kd":
+        module = HintonKD(student, teacher, teacher_checkpoint=None)
+    else:
+        module = AttentionTransfer(student, teacher, beta=1000.0, teacher_checkpoint=None)
+    timer = IterationTimer()
+    load = load_average()
+    trainer = quiet_trainer(
+        accelerator="cpu", max_steps=args.warmup + args.steps, limit_val_batches=0, callbacks=[timer]
+    )
+    trainer.fit(module, data)
+    times = timer.times[args.warmup - 1 :]
+    return {
+        "images_per_s": args.batch_size / statistics.median(times),
+        "iteration_times_s": times,
+        "loadavg_before": load,
+    }
+
+
+def measure(side: str, method: str, args: argparse.Namespace) -> dict:
+    """Run one measurement of ``side`` in a subprocess and return its record."""
+    common = [
+        "--method",
+        method,
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+        "--data-dir",
+        str(args.data_dir),
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "record.json"
+        if side == "lit-kd":
+            command = [
+                sys.executable,
+                str(HERE / "peer_throughput.py"),
+                "--side",
+                "lit-kd",
+                *common,
+                "--json-out",
+                str(out),
+            ]
+        else:
+            command = [
+                args.peer_python,
+                str(HERE / "peer_torchdistill.py"),
+                *common,
+                "--teacher-eval",
+                "--json-out",
+                str(out),
+            ]
+        subprocess.run(command, check=True, cwd=HERE, capture_output=True, text=True)
+        return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder with train/ and test/ class folders")
+    parser.add_argument("--peer-python", default="/work/peer_venv/bin/python", help="interpreter with torchdistill")
+    parser.add_argument("--methods", nargs="+", default=["kd", "at"], choices=["kd", "at"])
+    parser.add_argument("--method", default="kd", help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["lit-kd"], help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.side == "lit-kd":
+        args.json_out.write_text(json.dumps(lit_kd_side(args)))
+        return
+
+    from common import markdown_table, write_results
+
+    limit = args.threads + 0.5
+    records: dict[str, dict[str, list[dict]]] = {m: {"lit-kd": [], "torchdistill": []} for m in args.methods}
+    for repeat in range(args.repeats):
+        for method in args.methods:
+            for side in ("lit-kd", "torchdistill"):
+                record = measure(side, method, args)
+                records[method][side].append(record)
+                print(
+                    f"repeat {repeat}: {method} {side}: {record['images_per_s']:.1f} images/s "
+                    f"(load {record['loadavg_before'] if side == 'lit-kd' else record['loadavg_before'][0]:.2f})",
+                    flush=True,
+                )
+
+    def load_of(record: dict) -> float:
+        value = record["loadavg_before"]
+        return value[0] if isinstance(value, list) else value
+
+    rows = []
+    for method, sides in records.items():
+        medians = {}
+        for side, measured in sides.items():
+            clean = [r["images_per_s"] for r in measured if load_of(r) <= limit] or [
+                r["images_per_s"] for r in measured
+            ]
+            medians[side] = statistics.median(clean)
+            rows.append(
+                {
+                    "method": method,
+                    "side": side,
+                    "images/s (median)": medians[side],
+                    "per repeat": ", ".join(f"{r['images_per_s']:.0f}" for r in measured),
+                    "load at start": ", ".join(f"{load_of(r):.2f}" for r in measured),
+                    "clean": sum(load_of(r) <= limit for r in measured),
+                }
+            )
+        rows.append(
+            {
+                "method": method,
+                "side": "ratio lit-kd / torchdistill",
+                "images/s (median)": medians["lit-kd"] / medians["torchdistill"],
+                "per repeat": "",
+                "load at start": "",
+                "clean": "",
+            }
+        )
+    table = markdown_table(rows) + (
+        f"\n\nResNet-56 -> ResNet-20, batch {args.batch_size}, {args.threads} compute threads (torchdistill: plus 2 "
+        f"DataLoader workers), {args.steps} timed iterations after {args.warmup} warm-up, {args.repeats} interleaved "
+        f"repeats; clean = the 1-minute load average was at most {limit} when the measurement started."
+    )
+    write_results(
+        "peer_throughput",
+        {"settings": {k: str(v) for k, v in vars(args).items()}, "records": records, "rows": rows},
+        table,
+    )
+
+
+if __name__ == "__main__":
+    main()
