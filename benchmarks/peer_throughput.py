@@ -49,10 +49,11 @@ def lit_kd_side(args: argparse.Namespace) -> dict:
     data = CIFAR10DataModule(args.data_dir, batch_size=args.batch_size)
     data.setup("fit")  # decoded (or read from the cache) before timing, like torchdistill's untimed setup
     student, teacher = create_model("resnet20", num_classes=10), create_model("resnet56", num_classes=10)
+    options = {"compile_student": True, "compile_teacher": True} if args.compiled else {}
     if args.method == "kd":
-        module = HintonKD(student, teacher, teacher_checkpoint=None)
+        module = HintonKD(student, teacher, teacher_checkpoint=None, **options)
     else:
-        module = AttentionTransfer(student, teacher, beta=1000.0, teacher_checkpoint=None)
+        module = AttentionTransfer(student, teacher, beta=1000.0, teacher_checkpoint=None, **options)
     timer = IterationTimer()
     load = load_average()
     trainer = quiet_trainer(
@@ -85,16 +86,10 @@ def measure(side: str, method: str, args: argparse.Namespace) -> dict:
     ]
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "record.json"
-        if side == "lit-kd":
-            command = [
-                sys.executable,
-                str(HERE / "peer_throughput.py"),
-                "--side",
-                "lit-kd",
-                *common,
-                "--json-out",
-                str(out),
-            ]
+        if side.startswith("lit-kd"):
+            compiled = ["--compiled"] if side == "lit-kd compiled" else []
+            command = [sys.executable, str(HERE / "peer_throughput.py"), "--side", "lit-kd", *common, *compiled]
+            command += ["--json-out", str(out)]
         else:
             command = [
                 args.peer_python,
@@ -122,6 +117,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--compiled", action="store_true", help="also measure lit-kd with torch.compile on both networks"
+    )
     args = parser.parse_args()
     if args.side == "lit-kd":
         args.json_out.write_text(json.dumps(lit_kd_side(args)))
@@ -130,30 +128,30 @@ def main() -> None:
     from common import markdown_table, write_results
 
     limit = args.threads + 0.5
-    records: dict[str, dict[str, list[dict]]] = {m: {"lit-kd": [], "torchdistill": []} for m in args.methods}
-    for repeat in range(args.repeats):
-        for method in args.methods:
-            for side in ("lit-kd", "torchdistill"):
-                record = measure(side, method, args)
-                records[method][side].append(record)
-                print(
-                    f"repeat {repeat}: {method} {side}: {record['images_per_s']:.1f} images/s "
-                    f"(load {record['loadavg_before'] if side == 'lit-kd' else record['loadavg_before'][0]:.2f})",
-                    flush=True,
-                )
 
     def load_of(record: dict) -> float:
         value = record["loadavg_before"]
         return value[0] if isinstance(value, list) else value
 
+    sides = ("lit-kd", "torchdistill", *(("lit-kd compiled",) if args.compiled else ()))
+    records: dict[str, dict[str, list[dict]]] = {method: {side: [] for side in sides} for method in args.methods}
+    for repeat in range(args.repeats):
+        for method in args.methods:
+            for side in sides:
+                record = measure(side, method, args)
+                records[method][side].append(record)
+                print(
+                    f"repeat {repeat}: {method} {side}: {record['images_per_s']:.1f} images/s "
+                    f"(load {load_of(record):.2f})",
+                    flush=True,
+                )
+
     rows = []
-    for method, sides in records.items():
+    for method, measured_sides in records.items():
         medians = {}
-        for side, measured in sides.items():
-            clean = [r["images_per_s"] for r in measured if load_of(r) <= limit] or [
-                r["images_per_s"] for r in measured
-            ]
-            medians[side] = statistics.median(clean)
+        for side, measured in measured_sides.items():
+            clean = [r["images_per_s"] for r in measured if load_of(r) <= limit]
+            medians[side] = statistics.median(clean or [r["images_per_s"] for r in measured])
             rows.append(
                 {
                     "method": method,
@@ -164,20 +162,24 @@ def main() -> None:
                     "clean": sum(load_of(r) <= limit for r in measured),
                 }
             )
-        rows.append(
-            {
-                "method": method,
-                "side": "ratio lit-kd / torchdistill",
-                "images/s (median)": medians["lit-kd"] / medians["torchdistill"],
-                "per repeat": "",
-                "load at start": "",
-                "clean": "",
-            }
-        )
+        for side in sides:
+            if side != "torchdistill":
+                ratio = medians[side] / medians["torchdistill"]
+                rows.append(
+                    {
+                        "method": method,
+                        "side": f"ratio {side} / torchdistill",
+                        "images/s (median)": ratio,
+                        "per repeat": "",
+                        "load at start": "",
+                        "clean": "",
+                    }
+                )
     table = markdown_table(rows) + (
         f"\n\nResNet-56 -> ResNet-20, batch {args.batch_size}, {args.threads} compute threads (torchdistill: plus 2 "
         f"DataLoader workers), {args.steps} timed iterations after {args.warmup} warm-up, {args.repeats} interleaved "
-        f"repeats; clean = the 1-minute load average was at most {limit} when the measurement started."
+        f"repeats; clean = the 1-minute load average was at most {limit} when the measurement started. The compiled "
+        "side's warm-up includes compiling (not timed)."
     )
     write_results(
         "peer_throughput",

@@ -2,6 +2,8 @@
 
 Examples:
     lit-kd fit --config recipes/cifar10/kd_resnet56_resnet20.yaml
+    lit-kd predict --config recipes/cifar10/kd_resnet56_resnet20.yaml --ckpt_path best.ckpt --data.predict_files photos/
+    lit-kd export --config recipes/cifar10/kd_resnet56_resnet20.yaml --ckpt_path best.ckpt --output_dir exported/
     lit-kd fit --config recipes/cifar10/teacher_resnet56.yaml --data.data_dir ~/data --trainer.max_epochs 1
     lit-kd test --config recipes/cifar10/vanilla_resnet20.yaml --ckpt_path checkpoints/.../last.ckpt
 """
@@ -56,6 +58,13 @@ class LitKDCLI(LightningCLI):
         if ckpt_path and Path(ckpt_path).is_file():
             safe_load(ckpt_path, how_to_trust=None)
         super()._parse_ckpt_path()
+
+    def before_predict(self) -> None:
+        """``lit-kd predict``: predictions go to ``<default_root_dir>/predictions.csv`` unless a writer is set."""
+        from lit_kd.callbacks.predictions import PredictionWriter
+
+        if not any(isinstance(callback, PredictionWriter) for callback in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter(Path(self.trainer.default_root_dir) / "predictions.csv"))
 
     def instantiate_classes(self) -> None:
         """Build the configured classes; a lit-kd configuration error surfaces as itself, not wrapped by jsonargparse.
@@ -113,8 +122,14 @@ def main(args: ArgsType = None) -> None:
     A configuration or data error (:func:`configuration_error`) is printed as one line, ``lit-kd: error: ...``, and
     the command exits with status 2; ``LIT_KD_TRACEBACK=1`` shows the full traceback instead.
     """
+    arguments = sys.argv[1:] if args is None else list(args)
     try:
-        LitKDCLI(args=args)
+        if arguments and arguments[0] == "export":
+            from lit_kd.export import main as export_main
+
+            export_main(arguments[1:])
+        else:
+            LitKDCLI(args=args)
     except Exception as error:
         found = configuration_error(error)
         if found is None or os.environ.get(TRACEBACK_ENVIRONMENT_VARIABLE, "") not in ("", "0"):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from lit_kd.checkpointing import load_network_weights, safe_load
 from lit_kd.data.base import InMemoryImageDataModule
 from lit_kd.data.synthetic import file_sha256, save_synthetic_set
+from lit_kd.models.normalization import match_input_normalization
 
 
 def gan_network_allowlist() -> dict[str, type[nn.Module]]:
@@ -237,6 +238,7 @@ def synthesize(
     on a fixed number of synthetic images per label).
     """
     task, scale = data.task, float(getattr(data, "target_scale", 1.0))
+    match_input_normalization(teacher, data.mean, data.std)  # a teacher trained with other statistics (pretrained)
     grid = label_grid(task, data.num_classes, gan_record, num_labels)
     labels = grid.repeat_interleave(per_label)
     images = generate(generator, labels, batch_size, seed)

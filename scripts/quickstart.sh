@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# The main job, short: train a ResNet-56 teacher briefly on CIFAR-10, distil it into a ResNet-20 with Hinton KD,
-# and print the student's test accuracy. A pipeline demo, not an accuracy result: 10-20 minutes on 2 CPU cores
-# (the student reaches about 19%); use a GPU and the recipes' full budgets for real numbers.
+# The main job, short: distil the pretrained CIFAR-10 ResNet-56 into a ResNet-8 and compare it with the ResNet-8
+# trained alone at the same budget (scripts/quickstart.py prints the table). About 9 minutes on 2 CPU cores.
 #
-#   bash scripts/quickstart.sh [CIFAR-10 ARCHIVE]
+#   bash scripts/quickstart.sh [CIFAR-10 ARCHIVE] [WEIGHTS FOLDER]
 #
 # With an archive (the image-folder export cifar10-jpg.tar.gz, or the official cifar-10-python.tar.gz), it is
-# extracted into ./data; without one, CIFAR-10 is downloaded into ./data (needs internet).
+# extracted into ./data; without one, CIFAR-10 is downloaded into ./data (needs internet). The weights folder holds
+# resnet56-4bfd9763.th (default: $LIT_KD_WEIGHTS, else ../shared/weights); without it the file is downloaded from
+# akamaster/pytorch_resnet_cifar10 (needs internet) into ./weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 archive="${1:-}"
+weights="${2:-${LIT_KD_WEIGHTS:-../shared/weights}}"
 mkdir -p data
 if [ -n "$archive" ] && [ ! -d data/cifar10 ] && [ ! -d data/cifar-10-batches-py ]; then
   tar xzf "$archive" -C data
 fi
-download=false
-[ -d data/cifar10 ] || [ -d data/cifar-10-batches-py ] || download=true
-
-short=(--data.data_dir data --data.download "$download" --data.subset_size 5000 --trainer.max_epochs 2)
-lit-kd fit --config recipes/cifar10/teacher_resnet56.yaml "${short[@]}"
-lit-kd fit --config recipes/cifar10/kd_resnet56_resnet20.yaml "${short[@]}"
-lit-kd test --config recipes/cifar10/kd_resnet56_resnet20.yaml "${short[@]}" \
-  --ckpt_path checkpoints/cifar10/kd_resnet56_resnet20/last.ckpt
+if [ ! -d data/cifar10 ] && [ ! -d data/cifar-10-batches-py ]; then
+  python -c "from torchvision.datasets import CIFAR10; CIFAR10('data', download=True); CIFAR10('data', train=False)"
+fi
+if [ ! -f "$weights/resnet56-4bfd9763.th" ]; then
+  weights=weights
+  python -c "from lit_kd.models.pretrained import pretrained_weights as p; p('cifar10_resnet56').verified_path('weights', download=True)"
+fi
+LIT_KD_WEIGHTS="$(cd "$weights" && pwd)" python scripts/quickstart.py --data-dir data "${@:3}"

@@ -12,6 +12,10 @@ from PIL import Image
 from lit_kd.data.cifar import CIFAR10_CLASSES
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+#: The pretrained CIFAR-10 teachers (../shared/weights beside the repository), when this machine has them.
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
+if SHARED_WEIGHTS.is_dir():
+    os.environ.setdefault("LIT_KD_WEIGHTS", str(SHARED_WEIGHTS))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -55,7 +55,16 @@ def recipe_args(recipe: Path, data_dir: Path, tmp_path: Path, run_length: Sequen
         "false",
     ]
     model_args = yaml.safe_load(recipe.read_text())["model"]["init_args"]
-    if "teacher" in model_args:
+    if "PretrainedNetwork" in recipe.read_text():
+        from lit_kd.models.pretrained import PRETRAINED_WEIGHTS
+
+        try:
+            PRETRAINED_WEIGHTS["cifar10_resnet56"].verified_path()
+        except (FileNotFoundError, ValueError) as error:
+            pytest.skip(f"{recipe.name} needs the pretrained weights: {error}")
+    if "teacher" in model_args and model_args["teacher"]["class_path"].endswith("PretrainedNetwork"):
+        pass  # its weights are the pretrained ones (teacher_checkpoint: null)
+    elif "teacher" in model_args:
         torch.save(instantiate(model_args["teacher"]).state_dict(), tmp_path / "teacher.pt")
         args += ["--model.teacher_checkpoint", str(tmp_path / "teacher.pt")]
     if "teachers" in model_args:  # an ensemble: one random checkpoint per member

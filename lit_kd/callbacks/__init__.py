@@ -7,6 +7,7 @@ from lit_kd.callbacks.cyclic import CyclicPairSchedule
 from lit_kd.callbacks.dfad_gallery import DFADGallery
 from lit_kd.callbacks.discriminator_schedule import DiscriminatorUpdateSchedule
 from lit_kd.callbacks.generator_schedule import GeneratorUpdateSchedule
+from lit_kd.callbacks.predictions import PredictionWriter
 
 __all__ = [
     "BoundarySampleGallery",
@@ -17,4 +18,5 @@ __all__ = [
     "DiscriminatorUpdateSchedule",
     "GeneratorGallery",
     "GeneratorUpdateSchedule",
+    "PredictionWriter",
 ]

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lit_kd.data.augmentation import normalize, random_crop_flip
 from lit_kd.data.fraction import fraction_indices
-from lit_kd.data.image_files import CorruptDatasetError, default_cache_dir
+from lit_kd.data.image_files import CorruptDatasetError, decode_images, default_cache_dir, image_files
 from lit_kd.data.loader import InMemoryLoader, ShardedBatchSampler
 from lit_kd.data.order import run_seed, strata, stratified_order
 from lit_kd.data.synthetic import load_synthetic_set
@@ -70,6 +70,9 @@ class InMemoryImageDataModule(LightningDataModule):
         cache_dir: where decoded images are cached (default ``~/.cache/lit-kd``); ``None`` would disable it, set
             ``use_cache=False`` for that.
         use_cache: cache decoded image folders on disk.
+        predict_files: what ``trainer.predict`` / ``lit-kd predict`` reads: a folder (its image files, recursively, in
+            sorted order) or a list of image files, decoded and normalised like the evaluation data (resized to
+            ``image_size`` when they differ); ``None`` (default): the test split.
         synthetic_dir: a synthetic set written by cGAN-KD's stage 2 (:mod:`lit_kd.synthesis`), appended to the
             training split after the options above (checked against this dataset's task, image size and labels by
             :func:`~lit_kd.data.synthetic.load_synthetic_set`), so any method trains on real + synthetic images.
@@ -96,6 +99,7 @@ class InMemoryImageDataModule(LightningDataModule):
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         synthetic_dir: str | Path | None = None,
+        predict_files: str | Path | list[str] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -118,6 +122,10 @@ class InMemoryImageDataModule(LightningDataModule):
         self.horizontal_flip = horizontal_flip
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if use_cache else None
         self.synthetic_dir = Path(synthetic_dir).expanduser() if synthetic_dir is not None else None
+        self.predict_files = predict_files
+        self.predict_set: LabelledImages | None = None
+        self.predict_names: list[str] = []  # a name per predicted image: its file, or test[<index>]
+        self.predict_targets: Tensor | None = None  # the labels, when predicting on the test split
         self.train_set: LabelledImages | None = None
         self.val_set: LabelledImages | None = None
         self.test_set: LabelledImages | None = None
@@ -164,6 +172,21 @@ class InMemoryImageDataModule(LightningDataModule):
             self.test_set = self._evaluation_order(self._checked(self.load_split("test"), "test"))
         if self.val_set is None:
             self.val_set = self.test_set
+        if stage == "predict" and self.predict_set is None:
+            self._setup_predict()
+
+    def _setup_predict(self) -> None:
+        """The images to predict: :attr:`predict_files`, or the test split; batches carry their indices."""
+        if self.predict_files is None:
+            if self.test_set is None:
+                self.test_set = self._evaluation_order(self._checked(self.load_split("test"), "test"))
+            images, self.predict_targets = self.test_set
+            self.predict_names = [f"test[{index}]" for index in range(len(images))]
+        else:
+            paths = image_files(self.predict_files)
+            images = decode_images(paths, (self.image_size, self.image_size), resize=True)
+            self.predict_names = [str(path) for path in paths]
+        self.predict_set = LabelledImages(images, torch.arange(len(images)))
 
     def _evaluation_order(self, split: LabelledImages) -> LabelledImages:
         """``split`` in the stratified order of ``order_seed``: every prefix is a fair sample of it."""
@@ -253,6 +276,10 @@ class InMemoryImageDataModule(LightningDataModule):
     def test_dataloader(self) -> InMemoryLoader:
         """Test batches in a fixed order."""
         return self._loader(self.test_set, "test", train=False)
+
+    def predict_dataloader(self) -> InMemoryLoader:
+        """Batches ``(images, indices)`` of :attr:`predict_files` or the test split; names in :attr:`predict_names`."""
+        return self._loader(self.predict_set, "predict", train=False)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """Augment (training only, not with ``overfit_batches``) and normalise a batch already on its device."""

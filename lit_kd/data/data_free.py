@@ -173,11 +173,11 @@ class DataFreeDataModule(InMemoryImageDataModule):
         return self.evaluation.load_split("test")
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the evaluation data's test split (only), which serves validation and test."""
+        """Load the evaluation data's test split (only), which serves validation, test and prediction."""
         self.evaluation.trainer = self.trainer  # shards evaluation batches across DDP ranks
-        if stage != "predict":
-            self.evaluation.setup("test")
-            self.val_set, self.test_set = self.evaluation.val_set, self.evaluation.test_set
+        self.evaluation.setup("predict" if stage == "predict" else "test")
+        self.val_set, self.test_set = self.evaluation.val_set, self.evaluation.test_set
+        self.predict_names, self.predict_targets = self.evaluation.predict_names, self.evaluation.predict_targets
 
     def train_dataloader(self) -> LatentNoiseLoader:  # type: ignore[override]
         """Latent noise, ``batches_per_epoch`` batches per epoch and rank."""
@@ -195,6 +195,10 @@ class DataFreeDataModule(InMemoryImageDataModule):
     def test_dataloader(self) -> Any:
         """The evaluation data's test split, in a fixed order."""
         return self.evaluation.test_dataloader()
+
+    def predict_dataloader(self) -> Any:
+        """The evaluation data's images to predict (its ``predict_files``, or its test split)."""
+        return self.evaluation.predict_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count latent batches (for resuming); normalise evaluation batches as the evaluation data does."""

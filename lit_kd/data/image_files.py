@@ -68,8 +68,32 @@ def list_class_images(split_dir: Path, classes: Sequence[str], inner_dir: str = 
     return paths, torch.tensor(labels, dtype=torch.long)
 
 
-def decode_images(paths: Sequence[Path], size: tuple[int, int]) -> Tensor:
+def image_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The image files of a folder (recursively, sorted) or of a list of files.
+
+    Raises:
+        FileNotFoundError: a file or the folder does not exist, or the folder holds no image file.
+    """
+    if isinstance(source, str | Path):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"predict_files: {folder} is not a folder")
+        files = sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"predict_files: {folder} holds no image file ({', '.join(IMAGE_EXTENSIONS)})")
+        return files
+    files = [Path(path).expanduser() for path in source]
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"predict_files: {missing[:3]} do not exist")
+    return files
+
+
+def decode_images(paths: Sequence[Path], size: tuple[int, int], resize: bool = False) -> Tensor:
     """Decode image files to a ``[N, 3, H, W]`` ``uint8`` tensor; grayscale images are converted to RGB.
+
+    With ``resize``, images of another size are resized to ``size`` (bilinear, antialiased): for user images to
+    predict on; datasets must have the right size.
 
     Raises:
         CorruptDatasetError: naming the first file that cannot be decoded or whose size is not ``size``.
@@ -78,7 +102,10 @@ def decode_images(paths: Sequence[Path], size: tuple[int, int]) -> Tensor:
     for index, path in enumerate(paths):
         try:
             with Image.open(path) as image:
-                pixels = np.array(image.convert("RGB"))
+                image = image.convert("RGB")
+                if resize and image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.BILINEAR)
+                pixels = np.array(image)
         except (OSError, UnidentifiedImageError, ValueError) as error:
             raise CorruptDatasetError(f"cannot decode image {path}: {error}") from error
         if pixels.shape[:2] != tuple(size):

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import LearningRateFinder
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
@@ -22,7 +23,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_kd.checkpointing import load_network_weights
-from lit_kd.methods.regression import regression_loss, regression_metrics
+from lit_kd.methods.regression import regression_loss, regression_metrics, regression_predictions
 from lit_kd.models.inference import inference_copy, use_channels_last
 from lit_kd.models.normalization import declared_normalization, match_input_normalization
 
@@ -156,6 +157,9 @@ class StudentModule(LightningModule):
             float tolerance; checkpoints hold the same tensors (they load into a network in either format).
         compile_student: compile the trained networks with ``torch.compile`` (``nn.Module.compile``: the module tree,
             its state dict and its hooks stay as they are). Off by default: see the README's performance section.
+        learning_rate: overrides the learning rate the optimiser factory gives (every parameter group at the
+            factory's default rate; groups with a rate of their own keep it). ``None``: the factory's. This is the
+            field ``Tuner(trainer).lr_find`` reads and sets (automatic-optimisation methods; the others refuse it).
     """
 
     #: Constructor arguments kept out of ``hparams`` (networks and factories): checkpoints then hold only plain
@@ -173,9 +177,11 @@ class StudentModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         channels_last: bool = True,
         compile_student: bool = False,
+        learning_rate: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
+        self.learning_rate = learning_rate
         self.channels_last = channels_last
         self.compile_student = compile_student
         self._compiled = False
@@ -194,6 +200,7 @@ class StudentModule(LightningModule):
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
         """Resolve ``task`` and ``num_classes`` from the DataModule, check the networks, build the metrics."""
+        self.refuse_lr_find()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         self.resolve_task(datamodule)
         data_classes = getattr(datamodule, "num_classes", None)
@@ -344,6 +351,20 @@ class StudentModule(LightningModule):
         """Remember the run's seed (set by ``seed_everything``) as the base of the per-batch seeds."""
         self._base_seed = torch.initial_seed()
 
+    def refuse_lr_find(self) -> None:
+        """Refuse ``Tuner.lr_find`` under manual optimisation, with a message saying why and what to do instead.
+
+        Its search reads the loss each ``training_step`` returns and drives one optimiser, while these methods step
+        several optimisers themselves (or one in several steps) and return nothing.
+        """
+        if self.automatic_optimization or self._trainer is None:
+            return
+        if any(isinstance(callback, LearningRateFinder) for callback in self.trainer.callbacks):
+            raise RuntimeError(
+                f"{type(self).__name__} optimises with manual optimisation (several optimisers, several steps per "
+                "batch), which Tuner.lr_find cannot search: set the learning rates in its optimiser arguments instead"
+            )
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Reseed torch from ``(seed, epoch, batch, rank)`` so that random draws survive a resume unchanged."""
         reseed_for_batch(self._base_seed, self.current_epoch, batch_idx, self.global_rank)
@@ -436,6 +457,20 @@ class StudentModule(LightningModule):
             return regression_loss(outputs, targets)
         return F.cross_entropy(outputs, targets)
 
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """The student's predictions for a batch ``(images, indices)`` of a DataModule's ``predict_dataloader``.
+
+        Classification: the predicted class, its probability and every class probability; regression: the value in
+        the data's units (output times ``target_scale``). :class:`~lit_kd.callbacks.PredictionWriter` writes them.
+        """
+        images, index = batch
+        outputs = self(images)
+        if self.task == "regression":
+            return {"index": index, "value": regression_predictions(outputs).float() * self.target_scale}
+        probabilities = outputs.float().softmax(dim=-1)
+        probability, prediction = probabilities.max(dim=-1)
+        return {"index": index, "prediction": prediction, "probability": probability, "probabilities": probabilities}
+
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, targets = batch
         logits = self(images)
@@ -451,9 +486,19 @@ class StudentModule(LightningModule):
         self._evaluation_step(batch, "test")
 
     # ---------------------------------------------------------------------------------------- optimisation
+    def build_optimizer(self, factory: OptimizerCallable, parameters: Any) -> Optimizer:
+        """``factory(parameters)`` with :attr:`learning_rate` (if set) on the groups at the factory's default rate."""
+        optimizer = factory(parameters)
+        if self.learning_rate is not None:
+            for group in optimizer.param_groups:
+                if group["lr"] == optimizer.defaults["lr"]:
+                    group["lr"] = self.learning_rate
+            optimizer.defaults["lr"] = self.learning_rate
+        return optimizer
+
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """Optimise every parameter that requires a gradient (never the frozen teacher's)."""
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        optimizer = self.build_optimizer(self.optimizer_factory, [p for p in self.parameters() if p.requires_grad])
         if self.lr_scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)

@@ -189,7 +189,9 @@ class DataFreeAdversarialDistillation(DistillationModule):
             (self.student, self.optimizer_factory, self.lr_scheduler_factory, self.student_lr),
             (self.generator, self.generator_optimizer_factory, self.generator_lr_scheduler_factory, self.generator_lr),
         ):
-            optimizer = make_optimizer([p for p in network.parameters() if p.requires_grad])
+            parameters = [p for p in network.parameters() if p.requires_grad]
+            is_student = network is self.student
+            optimizer = self.build_optimizer(make_optimizer, parameters) if is_student else make_optimizer(parameters)
             if lr is not None:  # before the scheduler records its initial learning rates
                 for group in optimizer.param_groups:
                     group["lr"] = lr

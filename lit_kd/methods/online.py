@@ -42,6 +42,7 @@ class OnlineDistillationModule(StudentModule):
         num_classes: see :class:`StudentModule`.
         optimizer: builds the optimiser from the trainable parameters (or parameter groups).
         lr_scheduler: see :class:`StudentModule`.
+        **kwargs: ``channels_last``, ``compile_student``, ``learning_rate``: see :class:`StudentModule`.
     """
 
     hparams_ignore: tuple[str, ...] = (*StudentModule.hparams_ignore, "networks")
@@ -54,12 +55,13 @@ class OnlineDistillationModule(StudentModule):
         num_classes: int | None = None,
         optimizer: OptimizerCallable = default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **kwargs: Any,
     ) -> None:
         if len(networks) < 2:
             raise ValueError(f"networks: online distillation needs at least 2 networks, got {len(networks)}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        super().__init__(networks[0], num_classes=num_classes, optimizer=optimizer, lr_scheduler=lr_scheduler)
+        super().__init__(networks[0], num_classes=num_classes, optimizer=optimizer, lr_scheduler=lr_scheduler, **kwargs)
         del self._modules["student"]  # the networks live in self.networks only; `student` is a view of the best one
         self.networks = nn.ModuleList(networks)
         self.temperature = temperature
@@ -185,7 +187,7 @@ class OnlineDistillationModule(StudentModule):
 
     def configure_optimizers_for(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
         """``optimizer`` over ``groups`` with ``lr_scheduler`` (default: cosine annealing to 0, stepped per step)."""
-        optimizer = self.optimizer_factory(groups)
+        optimizer = self.build_optimizer(self.optimizer_factory, groups)
         if self.lr_scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
         scheduler = CosineAnnealingLR(optimizer, T_max=max(int(self.trainer.estimated_stepping_batches), 1))

@@ -1,0 +1,443 @@
+"""Does distillation make a better student? Every method against its baseline on the real CIFAR-10 test split.
+
+One CPU-feasible budget for every row, recorded in the results: ``--subset`` class-balanced training images for
+``--epochs`` epochs, batch 128, SGD 0.1 (Nesterov, weight decay 5e-4) with cosine annealing: lit-kd's defaults, the
+same for every method, so rows differ only by the method. Each seed seeds the run *and* the data (the subset, the
+order, the augmentation: the DataModule takes the run's seed). Settings are the papers' / official code's defaults
+(lit-kd's module defaults); nothing is tuned, on the test split or anywhere else. Every student is tested with its
+last weights (no checkpoint is chosen), on the full 10,000-image test split.
+
+Rows (student ResNet-8 unless said; baselines trained alone at the same budget and seed):
+
+* teacher-based (Hinton KD, BSS, FitNets, AT, AMA): the pretrained ResNet-56 adapted to the data
+  (``--teacher-checkpoint``, from ``recipes/cifar10/adapt_pretrained_resnet56.yaml``) -> ResNet-8; baseline ResNet-8;
+* ensemble distillation: the four pretrained ResNets (20/32/44/56) as the ensemble (its own accuracy is reported);
+* self-distillation: one born-again generation taught by its vanilla parent (the baseline run of the same seed);
+* online (DML, AFD with both update schemes, AFD's 3-network cycle): ResNet-8 + ResNet-14 (+ ResNet-20); each network
+  against the same network trained alone;
+* DFAD: ResNet-8 from the adapted teacher without a real training image, as a share of the teacher's accuracy and
+  against the untrained student;
+* cGAN-KD with 10% of the labels: Hinton KD on the real 10% against Hinton KD on the real 10% plus filtered
+  synthetic images (a class-conditional GAN trained on the 10% for ``--gan-steps`` steps).
+
+Per row: per-seed accuracies, mean and std, the paired difference to the baseline with its 95% interval (Student's
+t), and the mean wall time. Writes ``benchmarks/results/gains.{json,md}``. With ``--wandb`` every run is logged to
+one W&B project, grouped by method and tagged with its seed and role (baseline / method).
+
+    python benchmarks/gains.py --data-dir ~/data \
+        --teacher-checkpoint checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from common import load_average, markdown_table, quiet_benchmark, write_results
+
+from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule
+from lit_kd.data import CIFAR10DataModule, DataFreeDataModule
+from lit_kd.methods import (
+    ActivationMapAdaptation,
+    AttentionTransfer,
+    BSSDistillation,
+    ConditionalGAN,
+    DataFreeAdversarialDistillation,
+    DeepMutualLearning,
+    EnsembleDistillation,
+    FitNets,
+    HintonKD,
+    OnlineAdversarialFeatureKD,
+    SelfDistillation,
+    SupervisedModule,
+)
+from lit_kd.models import ConditionalGenerator, DFADGenerator, PretrainedNetwork, ProjectionDiscriminator, create_model
+
+#: two-sided 95% quantiles of Student's t by degrees of freedom
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+class Runner:
+    """Builds the data, trains and tests, for one seed; remembers what the rows share (baselines, the teacher)."""
+
+    def __init__(self, args: argparse.Namespace, seed: int) -> None:
+        self.args, self.seed = args, seed
+        self.results: dict[str, Any] = {}
+
+    # -------------------------------------------------------------------------------------------- helpers
+    def data(self, **overrides: Any) -> CIFAR10DataModule:
+        options = dict(batch_size=128, eval_batch_size=500, subset_size=self.args.subset, cache_dir=self.args.cache_dir)
+        return CIFAR10DataModule(self.args.data_dir, **{**options, **overrides})
+
+    def logger(self, method: str, role: str) -> Any:
+        if not self.args.wandb:
+            return False
+        from lightning.pytorch.loggers import WandbLogger
+
+        return WandbLogger(
+            project=self.args.wandb_project,
+            group=method,
+            name=f"{method} seed {self.seed} ({role})",
+            tags=[f"seed={self.seed}", role],
+            save_dir=str(self.args.output_dir),
+            reinit=True,
+        )
+
+    def fit_test(
+        self,
+        module: pl.LightningModule,
+        method: str,
+        role: str = "method",
+        data: Any = None,
+        callbacks: tuple = (),
+        epochs: int | None = None,
+        **trainer: Any,
+    ) -> tuple[dict, float]:
+        """Train ``module`` (seeded) and test its last weights: (test metrics, seconds of training)."""
+        logger = self.logger(method, role)
+        options = dict(
+            accelerator="cpu",
+            max_epochs=epochs or self.args.epochs,
+            logger=logger,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            callbacks=list(callbacks),
+        )
+        fit = pl.Trainer(**{**options, **trainer})
+        data = data if data is not None else self.data()
+        start = time.perf_counter()
+        fit.fit(module, data)
+        seconds = time.perf_counter() - start
+        tester = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False)
+        (metrics,) = tester.test(module, data, verbose=False)
+        if logger:
+            logger.experiment.finish()
+        return {key: float(value) for key, value in metrics.items()}, seconds
+
+    def seeded(self, build: Callable[[], Any]) -> Any:
+        pl.seed_everything(self.seed, verbose=False)
+        return build()
+
+    def teacher(self, name: str = "cifar10_resnet56") -> PretrainedNetwork:
+        return PretrainedNetwork(name, weights_dir=self.args.weights_dir)
+
+    def teacher_kwargs(self) -> dict[str, Any]:
+        return {"teacher_checkpoint": self.args.teacher_checkpoint} if self.args.teacher_checkpoint else {}
+
+    def record(self, name: str, accuracy: float, seconds: float, **extra: Any) -> None:
+        self.results[name] = {"acc": accuracy, "seconds": seconds, "load": load_average(), **extra}
+        print(f"seed {self.seed}: {name}: {100 * accuracy:.2f}% in {seconds:.0f} s", flush=True)
+
+    # ----------------------------------------------------------------------------------------- baselines
+    def vanilla(self, depth: int) -> None:
+        module = self.seeded(lambda: SupervisedModule(create_model(f"resnet{depth}", num_classes=10)))
+        metrics, seconds = self.fit_test(module, f"vanilla ResNet-{depth}", role="baseline")
+        self.record(f"vanilla ResNet-{depth}", metrics["test/acc"], seconds)
+        if depth == 8:  # the born-again parent of this seed
+            self.parent = Path(tempfile.mkdtemp()) / "parent.pt"
+            torch.save(module.student.state_dict(), self.parent)
+
+    def teacher_accuracy(self) -> None:
+        module = SupervisedModule(self.teacher())
+        if self.args.teacher_checkpoint:
+            from lit_kd.checkpointing import load_network_weights
+
+            load_network_weights(module.student, self.args.teacher_checkpoint)
+        tester = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        (metrics,) = tester.test(module, self.data(), verbose=False)
+        self.record("teacher (adapted ResNet-56)", metrics["test/acc"], 0.0)
+
+    # ------------------------------------------------------------------------------------- teacher-based
+    def distill(self, name: str, build: Callable[[Any, Any], pl.LightningModule], callbacks: tuple = ()) -> None:
+        module = self.seeded(lambda: build(create_model("resnet8", num_classes=10), self.teacher()))
+        metrics, seconds = self.fit_test(module, name, callbacks=callbacks)
+        self.record(name, metrics["test/acc"], seconds)
+
+    def ensemble(self) -> None:
+        names = ["cifar10_resnet20", "cifar10_resnet32", "cifar10_resnet44", "cifar10_resnet56"]
+        module = self.seeded(
+            lambda: EnsembleDistillation(create_model("resnet8", 10), [self.teacher(n) for n in names])
+        )
+        logger = False
+        data = self.data()
+        metrics, seconds = self.fit_test(module, "ensemble distillation", data=data)
+        tester = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False)
+        (ensemble,) = tester.test(SupervisedModule(module.teacher), data, verbose=False)
+        self.record("ensemble distillation", metrics["test/acc"], seconds, ensemble_acc=float(ensemble["test/acc"]))
+
+    def self_distillation(self) -> None:
+        module = self.seeded(
+            lambda: SelfDistillation(
+                create_model("resnet8", 10), create_model("resnet8", 10), teacher_checkpoint=str(self.parent)
+            )
+        )
+        metrics, seconds = self.fit_test(module, "self-distillation (born-again, 1 generation)")
+        self.record("self-distillation (born-again, 1 generation)", metrics["test/acc"], seconds)
+
+    # ------------------------------------------------------------------------------------------- online
+    def online(
+        self, name: str, depths: tuple[int, ...], build: Callable[[list], pl.LightningModule], callbacks: tuple = ()
+    ) -> None:
+        module = self.seeded(lambda: build([create_model(f"resnet{d}", num_classes=10) for d in depths]))
+        metrics, seconds = self.fit_test(module, name, callbacks=callbacks)
+        accuracies = {f"ResNet-{d}": metrics[f"test/net{i}/acc"] for i, d in enumerate(depths)}
+        self.record(name, accuracies[f"ResNet-{depths[0]}"], seconds, networks=accuracies)
+
+    # ------------------------------------------------------------------------------------------ data-free
+    def dfad(self) -> None:
+        def build() -> DataFreeAdversarialDistillation:
+            generator = DFADGenerator(latent_dim=256, base_channels=32, image_size=32)
+            return DataFreeAdversarialDistillation(
+                create_model("resnet8", 10), self.teacher(), generator, **self.teacher_kwargs()
+            )
+
+        evaluation = CIFAR10DataModule(self.args.data_dir, eval_batch_size=500, cache_dir=self.args.cache_dir)
+        data = DataFreeDataModule(
+            evaluation,
+            batch_size=self.args.dfad_batch_size,
+            latent_dim=256,
+            batches_per_epoch=self.args.dfad_batches_per_epoch,
+        )
+        module = self.seeded(build)
+        metrics, seconds = self.fit_test(
+            module, "DFAD (no real training image)", data=data, epochs=self.args.dfad_epochs
+        )
+        untrained = self.seeded(lambda: SupervisedModule(create_model("resnet8", 10)))
+        tester = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        (random,) = tester.test(untrained, self.data(), verbose=False)
+        self.record(
+            "DFAD (no real training image)", metrics["test/acc"], seconds, untrained_acc=float(random["test/acc"])
+        )
+
+    # ------------------------------------------------------------------------------------------- cGAN-KD
+    def cgan_kd(self) -> None:
+        from lit_kd.data import save_synthetic_set
+        from lit_kd.synthesis import synthesize
+
+        fraction = dict(train_fraction=0.1, subset_size=None)
+        real = self.seeded(lambda: HintonKD(create_model("resnet8", 10), self.teacher(), **self.teacher_kwargs()))
+        metrics, seconds = self.fit_test(real, "cGAN-KD (10% labels)", role="baseline", data=self.data(**fraction))
+        self.record("KD, 10% labels, real only", metrics["test/acc"], seconds)
+
+        gan = self.seeded(
+            lambda: ConditionalGAN(
+                ConditionalGenerator(10, 32, latent_dim=128, base_channels=self.args.gan_channels, embed_dim=128),
+                ProjectionDiscriminator(10, 32, base_channels=self.args.gan_channels, embed_dim=128),
+            )
+        )
+        gan_data = self.data(**fraction, batch_size=64, crop_padding=0)
+        start = time.perf_counter()
+        pl.Trainer(
+            accelerator="cpu",
+            max_steps=self.args.gan_steps,
+            max_epochs=-1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+        ).fit(gan, gan_data)
+        teacher = self.teacher()
+        if self.args.teacher_checkpoint:
+            from lit_kd.checkpointing import load_network_weights
+
+            load_network_weights(teacher, self.args.teacher_checkpoint)
+        images, targets, counts = synthesize(
+            gan.generator.eval(),
+            teacher.eval(),
+            gan_data,
+            {},
+            per_label=self.args.gan_per_label,
+            min_confidence=0.9,
+            max_per_label=self.args.gan_max_per_label,
+            seed=self.seed,
+        )
+        folder = Path(tempfile.mkdtemp()) / "synthetic"
+        save_synthetic_set(folder, images, targets, {"task": "classification", "num_classes": 10, "counts": counts})
+        synthesis_seconds = time.perf_counter() - start
+        module = self.seeded(lambda: HintonKD(create_model("resnet8", 10), self.teacher(), **self.teacher_kwargs()))
+        metrics, seconds = self.fit_test(
+            module, "cGAN-KD (10% labels)", data=self.data(**fraction, synthetic_dir=folder)
+        )
+        self.record(
+            "cGAN-KD, 10% labels, real + synthetic",
+            metrics["test/acc"],
+            seconds + synthesis_seconds,
+            synthetic_images=len(targets),
+            gan_and_synthesis_seconds=synthesis_seconds,
+        )
+
+
+def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
+    """The rows, in the order they run; baselines first (later rows read them)."""
+    teacher = runner.teacher_kwargs()
+    online_pair, online_three = (8, 14), (8, 14, 20)
+    return {
+        "vanilla ResNet-8": lambda: runner.vanilla(8),
+        "vanilla ResNet-14": lambda: runner.vanilla(14),
+        "vanilla ResNet-20": lambda: runner.vanilla(20),
+        "teacher (adapted ResNet-56)": runner.teacher_accuracy,
+        "Hinton KD": lambda: runner.distill("Hinton KD", lambda s, t: HintonKD(s, t, **teacher)),
+        "BSS": lambda: runner.distill("BSS", lambda s, t: BSSDistillation(s, t, **teacher), (BoundarySampleMining(),)),
+        "FitNets": lambda: runner.distill("FitNets", lambda s, t: FitNets(s, t, **teacher)),
+        "AT": lambda: runner.distill("AT", lambda s, t: AttentionTransfer(s, t, **teacher)),
+        "AMA": lambda: runner.distill("AMA", lambda s, t: ActivationMapAdaptation(s, t, **teacher)),
+        "ensemble distillation": runner.ensemble,
+        "self-distillation (born-again, 1 generation)": runner.self_distillation,
+        "DML": lambda: runner.online("DML", online_pair, DeepMutualLearning),
+        "AFD (alternating updates)": lambda: runner.online(
+            "AFD (alternating updates)", online_pair, lambda n: OnlineAdversarialFeatureKD(n, update="alternating")
+        ),
+        "AFD (joint update)": lambda: runner.online(
+            "AFD (joint update)", online_pair, lambda n: OnlineAdversarialFeatureKD(n, update="joint")
+        ),
+        "AFD, cycle of 3": lambda: runner.online(
+            "AFD, cycle of 3", online_three, OnlineAdversarialFeatureKD, (CyclicPairSchedule(steps_per_pair=None),)
+        ),
+        "DFAD (no real training image)": runner.dfad,
+        "cGAN-KD (10% labels)": runner.cgan_kd,
+    }
+
+
+#: table rows: (label, result key, baseline key, what the baseline is)
+TABLE_ROWS = [
+    ("Hinton KD", "Hinton KD", "vanilla ResNet-8"),
+    ("BSS", "BSS", "vanilla ResNet-8"),
+    ("FitNets", "FitNets", "vanilla ResNet-8"),
+    ("AT", "AT", "vanilla ResNet-8"),
+    ("AMA", "AMA", "vanilla ResNet-8"),
+    ("ensemble distillation (4 pretrained ResNets)", "ensemble distillation", "vanilla ResNet-8"),
+    ("self-distillation, 1 born-again generation", "self-distillation (born-again, 1 generation)", "vanilla ResNet-8"),
+    *[
+        (f"{method}: ResNet-{depth}", f"{method}/ResNet-{depth}", f"vanilla ResNet-{depth}")
+        for method, depths in (
+            ("DML", (8, 14)),
+            ("AFD (alternating updates)", (8, 14)),
+            ("AFD (joint update)", (8, 14)),
+            ("AFD, cycle of 3", (8, 14, 20)),
+        )
+        for depth in depths
+    ],
+    ("DFAD (no real training image)", "DFAD (no real training image)", "DFAD untrained student"),
+    ("cGAN-KD, 10% labels: real + synthetic", "cGAN-KD, 10% labels, real + synthetic", "KD, 10% labels, real only"),
+]
+
+
+def accuracy_of(result: dict[str, Any], key: str) -> float | None:
+    """The accuracy behind a table key in one seed's results (online networks and derived baselines included)."""
+    if "/" in key:
+        method, network = key.split("/")
+        return result.get(method, {}).get("networks", {}).get(network)
+    if key == "DFAD untrained student":
+        return result.get("DFAD (no real training image)", {}).get("untrained_acc")
+    return result.get(key, {}).get("acc")
+
+
+def spread(values: list[float]) -> float:
+    """The sample standard deviation (0 for a single value)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean +- std per row, the paired difference to the baseline and its 95% interval, the mean time."""
+    rows = []
+    seeds = sorted(results)
+    for label, key, baseline in TABLE_ROWS:
+        pairs = [(accuracy_of(results[s], key), accuracy_of(results[s], baseline)) for s in seeds]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        if not pairs:
+            continue
+        method, base = [100 * a for a, _ in pairs], [100 * b for _, b in pairs]
+        differences = [a - b for a, b in zip(method, base, strict=True)]
+        n = len(differences)
+        mean_difference = statistics.mean(differences)
+        half_width = T_975.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n) if n > 1 else float("nan")
+        result_key = key.split("/")[0]
+        seconds = [results[s][result_key]["seconds"] for s in seeds if result_key in results[s]]
+        low, high = mean_difference - half_width, mean_difference + half_width
+        rows.append(
+            {
+                "row": label,
+                "accuracy % (mean ± std)": f"{statistics.mean(method):.2f} ± {spread(method):.2f}",
+                "baseline": baseline,
+                "baseline %": f"{statistics.mean(base):.2f} ± {spread(base):.2f}",
+                "gain (points)": f"{mean_difference:+.2f}",
+                "95% interval": f"[{low:+.2f}, {high:+.2f}]",
+                "gain shown": "yes" if n > 1 and low > 0 else ("no" if n > 1 and high < 0 else "not significant"),
+                "seeds": n,
+                "time per run (s)": statistics.mean(seconds) if seconds else float("nan"),
+                "per seed": ", ".join(f"{a:.2f}" for a in method),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder holding cifar10/ (the JPEG export)")
+    parser.add_argument("--weights-dir", default=os.environ.get("LIT_KD_WEIGHTS"), help="the pretrained weights")
+    parser.add_argument("--teacher-checkpoint", help="the adapted ResNet-56 (adapt_pretrained_resnet56 recipe)")
+    parser.add_argument("--cache-dir", default=None, help="decoded-image cache (default ~/.cache/lit-kd)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--subset", type=int, default=5000, help="class-balanced training images per run")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--dfad-epochs", type=int, default=10)
+    parser.add_argument("--dfad-batches-per-epoch", type=int, default=300, help="50 x (5 student + 1 generator) steps")
+    parser.add_argument("--dfad-batch-size", type=int, default=64)
+    parser.add_argument("--gan-steps", type=int, default=3000, help="cGAN updates (4 discriminator : 1 generator)")
+    parser.add_argument("--gan-channels", type=int, default=32)
+    parser.add_argument("--gan-per-label", type=int, default=2000, help="samples generated per class before filtering")
+    parser.add_argument("--gan-max-per-label", type=int, default=500, help="synthetic images kept per class at most")
+    parser.add_argument("--rows", nargs="+", default=None, help="run only these rows (default: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/gains"))
+    parser.add_argument("--wandb", action="store_true", help="log every run to one W&B project")
+    parser.add_argument("--wandb-project", default="lit-kd-gains")
+    parser.add_argument("--name", default="gains", help="results file name (benchmarks/results/<name>.json)")
+    args = parser.parse_args()
+    quiet_benchmark(args.threads)
+    warnings.filterwarnings("ignore")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("rows", "seeds", "wandb", "output_dir")}
+    partial = args.output_dir / f"{args.name}.partial.json"
+    results: dict[str, dict[str, Any]] = {}
+    if partial.is_file() and json.loads(partial.read_text()).get("settings") == settings:
+        results = json.loads(partial.read_text())["results"]  # resume a run that stopped: skip the rows it has
+    for seed in args.seeds:
+        runner = Runner(args, seed)
+        runner.results = results.setdefault(str(seed), {})
+        for name, run in teacher_rows(runner).items():
+            if (args.rows and name not in args.rows) or name in runner.results:
+                continue
+            if name == "self-distillation (born-again, 1 generation)" and not hasattr(runner, "parent"):
+                runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
+            run()
+            partial.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+    rows = summary(results)
+    table = markdown_table(rows) + (
+        f"\n\nCIFAR-10 JPEG export (not comparable with published CIFAR-10 tables), {args.subset} class-balanced "
+        f"training images, {args.epochs} epochs (DFAD: {args.dfad_epochs} data-free epochs of "
+        f"{args.dfad_batches_per_epoch} steps), batch 128, seeds {args.seeds} (each seeds the run and the data); "
+        "accuracy of the last weights on the full test split; gain = paired difference to the baseline of the same "
+        "seed, 95% interval from Student's t; 'gain shown' = the interval lies above 0."
+    )
+    write_results(args.name, {"settings": settings, "seeds": args.seeds, "results": results, "rows": rows}, table)
+
+
+if __name__ == "__main__":
+    main()
