@@ -24,8 +24,8 @@ from common import RESULTS_DIR, environment
 
 BENCHMARKS_DIR = Path(__file__).parent
 
-#: Benchmark name -> its arguments; ``{data}``, ``{teacher}`` and ``{utkface_teacher}`` are filled from this script's
-#: options. Budgets are each script's own defaults (the ones behind the figures in the issues' closing notes).
+#: Benchmark name -> its arguments; ``{data}``, ``{teacher}``, ``{utkface_teacher}``, ``{adapted_teacher}`` come from
+#: this script's options. Budgets are each script's own defaults (the ones behind the figures in the issues' closing notes).
 BENCHMARKS: dict[str, list[str]] = {
     "data_pipeline": ["--data-dir", "{data}"],
     "kd_step_time": [],
@@ -35,6 +35,9 @@ BENCHMARKS: dict[str, list[str]] = {
     "ensemble": ["--data_dir", "{data}"],
     "dfad": ["--data-dir", "{data}", "--teacher", "{teacher}"],
     "cgan_kd": ["--data-dir", "{data}", "--teacher", "{teacher}", "--utkface-teacher", "{utkface_teacher}"],
+    "speed_options": ["--compile"],
+    "peer_throughput": ["--data-dir", "{data}/cifar10", "--compiled"],
+    "gains": ["--data-dir", "{data}", "--teacher-checkpoint", "{adapted_teacher}"],
 }
 
 
@@ -89,6 +92,11 @@ def main() -> None:
         "--utkface-teacher", default="/tmp/lit-kd-bench/utkface_teacher.ckpt", help="UTKFace age teacher (ResNet-8)"
     )
     parser.add_argument(
+        "--adapted-teacher",
+        default="checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt",
+        help="the pretrained ResNet-56 adapted to the data (recipes/cifar10/adapt_pretrained_resnet56.yaml)",
+    )
+    parser.add_argument(
         "--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these (the report still gathers all)"
     )
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each benchmark")
@@ -99,7 +107,12 @@ def main() -> None:
     runs: dict[str, dict[str, object]] = {}
     if not args.collect_only:
         for name in names:
-            values = dict(data=args.data_dir, teacher=args.teacher, utkface_teacher=args.utkface_teacher)
+            values = dict(
+                data=args.data_dir,
+                teacher=args.teacher,
+                utkface_teacher=args.utkface_teacher,
+                adapted_teacher=args.adapted_teacher,
+            )
             arguments = [argument.format(**values) for argument in BENCHMARKS[name]]
             print(f"running {name} ...", flush=True)
             runs[name] = run_benchmark(name, arguments, args.threads)

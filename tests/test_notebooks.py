@@ -102,3 +102,4 @@ def test_custom_module_subclass_trains_with_its_own_optimiser_and_a_frozen_teach
     budget = BUDGETS["custom_module.ipynb"]
     assert results["steps_checked"] == budget["student_epochs"] * 80 // budget["batch_size"]
     assert (tmp_path / "runs" / "checkpoints" / "last.ckpt").is_file()
+    assert 0 <= results["at_student_acc"] <= 1 and results["at_term"] > 0  # a torchvision student, by module path
