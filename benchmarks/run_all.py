@@ -24,8 +24,8 @@ from common import RESULTS_DIR, environment
 
 BENCHMARKS_DIR = Path(__file__).parent
 
-#: Benchmark name -> its arguments; ``{data}``, ``{teacher}``, ``{utkface_teacher}``, ``{adapted_teacher}`` come from
-#: this script's options. Budgets are each script's own defaults (the ones behind the figures in the issues' closing notes).
+#: Benchmark name -> its arguments; ``{data}``, ``{teacher}``, ``{utkface_teacher}``, ``{adapted_teacher}`` come
+#: from this script's options. Budgets are each script's own defaults (the ones behind the closing notes' figures).
 BENCHMARKS: dict[str, list[str]] = {
     "data_pipeline": ["--data-dir", "{data}"],
     "kd_step_time": [],
