@@ -348,6 +348,25 @@ def accuracy_of(result: dict[str, Any], key: str) -> float | None:
     return result.get(key, {}).get("acc")
 
 
+def notes(results: dict[str, dict[str, Any]], seeds: list[str], key: str) -> str:
+    """What a row adds: the ensemble's own accuracy, DFAD's share of the teacher, the synthetic images kept."""
+
+    def mean_of(name: str, field: str) -> float | None:
+        values = [results[s][name][field] for s in seeds if field in results[s].get(name, {})]
+        return statistics.mean(values) if values else None
+
+    teacher = mean_of("teacher (adapted ResNet-56)", "acc")
+    if key == "ensemble distillation" and mean_of(key, "ensemble_acc") is not None:
+        return f"the ensemble itself: {100 * mean_of(key, 'ensemble_acc'):.2f}%"
+    if key.startswith("DFAD") and teacher:
+        return f"{100 * mean_of(key, 'acc') / teacher:.1f}% of the teacher's {100 * teacher:.2f}%"
+    if key.startswith("cGAN-KD") and mean_of(key, "synthetic_images") is not None:
+        return f"{mean_of(key, 'synthetic_images'):.0f} synthetic images kept (teacher p >= 0.9)"
+    if teacher and key in ("Hinton KD", "BSS", "FitNets", "AT", "AMA"):
+        return f"teacher {100 * teacher:.2f}%"
+    return ""
+
+
 def spread(values: list[float]) -> float:
     """The sample standard deviation (0 for a single value)."""
     return statistics.stdev(values) if len(values) > 1 else 0.0
@@ -382,6 +401,7 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": n,
                 "time per run (s)": statistics.mean(seconds) if seconds else float("nan"),
                 "per seed": ", ".join(f"{a:.2f}" for a in method),
+                "notes": notes(results, seeds, result_key),
             }
         )
     return rows
@@ -409,6 +429,7 @@ def main() -> None:
     parser.add_argument("--wandb", action="store_true", help="log every run to one W&B project")
     parser.add_argument("--wandb-project", default="lit-kd-gains")
     parser.add_argument("--name", default="gains", help="results file name (benchmarks/results/<name>.json)")
+    parser.add_argument("--summarize-only", action="store_true", help="run nothing: tabulate the partial results")
     args = parser.parse_args()
     quiet_benchmark(args.threads)
     warnings.filterwarnings("ignore")
@@ -416,9 +437,10 @@ def main() -> None:
     settings = {k: str(v) for k, v in vars(args).items() if k not in ("rows", "seeds", "wandb", "output_dir")}
     partial = args.output_dir / f"{args.name}.partial.json"
     results: dict[str, dict[str, Any]] = {}
-    if partial.is_file() and json.loads(partial.read_text()).get("settings") == settings:
+    if partial.is_file() and (args.summarize_only or json.loads(partial.read_text()).get("settings") == settings):
         results = json.loads(partial.read_text())["results"]  # resume a run that stopped: skip the rows it has
-    for seed in args.seeds:
+        settings = json.loads(partial.read_text())["settings"] if args.summarize_only else settings
+    for seed in [] if args.summarize_only else args.seeds:
         runner = Runner(args, seed)
         runner.results = results.setdefault(str(seed), {})
         for name, run in teacher_rows(runner).items():
@@ -430,13 +452,14 @@ def main() -> None:
             partial.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
     rows = summary(results)
     table = markdown_table(rows) + (
-        f"\n\nCIFAR-10 JPEG export (not comparable with published CIFAR-10 tables), {args.subset} class-balanced "
-        f"training images, {args.epochs} epochs (DFAD: {args.dfad_epochs} data-free epochs of "
-        f"{args.dfad_batches_per_epoch} steps), batch 128, seeds {args.seeds} (each seeds the run and the data); "
-        "accuracy of the last weights on the full test split; gain = paired difference to the baseline of the same "
-        "seed, 95% interval from Student's t; 'gain shown' = the interval lies above 0."
+        f"\n\nCIFAR-10 JPEG export (not comparable with published CIFAR-10 tables), {settings['subset']} "
+        f"class-balanced training images, {settings['epochs']} epochs (DFAD: {settings['dfad_epochs']} data-free "
+        f"epochs of {settings['dfad_batches_per_epoch']} steps; cGAN: {settings['gan_steps']} GAN updates), batch 128, "
+        f"seeds {sorted(results)} (each seeds the run and the data); accuracy of the last weights on the full test "
+        "split; gain = paired difference to the baseline of the same seed, 95% interval from Student's t; 'gain shown' "
+        "= the interval lies above 0."
     )
-    write_results(args.name, {"settings": settings, "seeds": args.seeds, "results": results, "rows": rows}, table)
+    write_results(args.name, {"settings": settings, "seeds": sorted(results), "results": results, "rows": rows}, table)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ One command on a GPU machine (it also runs on the CPU, ``--device cpu``, as a sm
 For each recipe and option set (``32-true``; ``16-mixed`` AMP; ``channels_last``; ``torch.compile`` of the trained
 networks and the teacher; all three), the recipe's own method, networks and batch size train ``--warmup`` +
 ``--steps`` steps on the real images (teachers with random weights: the cost does not depend on them) with no
-validation, logger or checkpoint; images/s come from the median whole iteration, memory from
+validation (logs and checkpoints go to a temporary folder); images/s come from the median whole iteration, memory from
 ``torch.cuda.max_memory_allocated``. The data-path table compares lit-kd's in-memory loader (batched augmentation on
 the GPU) with torchvision's ``ImageFolder`` + ``DataLoader`` (per-image PIL transforms in ``--workers`` processes,
 pinned memory) on the same images, moving each batch to the GPU, without a network. Writes
@@ -17,7 +17,9 @@ pinned memory) on the same images, moving each batch to the GPU, without a netwo
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -71,9 +73,9 @@ def recipe_run(method: str, options: dict[str, str], args: argparse.Namespace) -
         "--trainer.limit_val_batches",
         "0",
         "--trainer.logger",
-        "false",
-        "--trainer.enable_checkpointing",
-        "false",
+        "true",  # the recipes' LearningRateMonitor needs one (TensorBoard, in the work folder)
+        "--trainer.default_root_dir",
+        args.work_dir,
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.enable_model_summary",
@@ -117,7 +119,7 @@ def data_path_rows(args: argparse.Namespace) -> list[dict[str, object]]:
     data.setup("fit")
 
     class Training:  # what on_after_batch_transfer asks of a trainer: augment as in training
-        training, world_size, global_rank = True, 1, 0
+        training, world_size, global_rank, overfit_batches = True, 1, 0, 0
 
     data.trainer = Training()
     loader = data.train_dataloader()
@@ -165,7 +167,7 @@ def data_path_rows(args: argparse.Namespace) -> list[dict[str, object]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True, help="folder holding cifar10/{train,test}")
+    parser.add_argument("--data-dir", type=lambda p: Path(p).resolve(), required=True, help="folder with cifar10/")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--options", nargs="+", default=list(OPTION_SETS), choices=list(OPTION_SETS))
@@ -176,6 +178,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
+    args.work_dir = tempfile.mkdtemp(prefix="lit-kd-gpu-bench-")
+    os.chdir(args.work_dir)  # the recipes' checkpoints/ go there
     quiet_benchmark(args.threads)
     warnings.filterwarnings("ignore")
     rows = []

@@ -1,0 +1,94 @@
+"""The gains benchmark's machinery on tiny generated data: paired differences, resumable results, W&B offline."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from lit_kd.models import create_model
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def gains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """benchmarks/gains.py, writing its results under tmp_path, with a zoo teacher instead of the pretrained one."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    common = importlib.import_module("common")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    module = importlib.import_module("gains")
+    monkeypatch.setattr(module, "write_results", common.write_results)
+    monkeypatch.setattr(module.Runner, "teacher", lambda self, name="cifar10_resnet56": create_model("resnet14", 10))
+    return module
+
+
+def run(gains, monkeypatch: pytest.MonkeyPatch, cifar_folder: Path, tmp_path: Path, *extra: str) -> dict:
+    argv = [
+        "gains.py",
+        "--data-dir",
+        str(cifar_folder),
+        "--subset",
+        "40",
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+        "1",
+        "--rows",
+        "vanilla ResNet-8",
+        "Hinton KD",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *extra,
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    gains.main()
+    return json.loads((tmp_path / "results" / "gains.json").read_text())
+
+
+def test_rows_report_the_paired_difference_to_the_baseline(gains, tmp_path, cifar_folder, monkeypatch) -> None:
+    result = run(gains, monkeypatch, cifar_folder, tmp_path)
+    (row,) = [r for r in result["rows"] if r["row"] == "Hinton KD"]
+    per_seed = [result["results"][seed] for seed in ("0", "1")]
+    differences = [100 * (r["Hinton KD"]["acc"] - r["vanilla ResNet-8"]["acc"]) for r in per_seed]
+    assert row["baseline"] == "vanilla ResNet-8" and row["seeds"] == 2
+    assert row["gain (points)"] == f"{statistics.mean(differences):+.2f}"
+    half = 12.706 * statistics.stdev(differences) / 2**0.5  # Student's t, 1 degree of freedom
+    assert (
+        row["95% interval"]
+        == f"[{statistics.mean(differences) - half:+.2f}, {statistics.mean(differences) + half:+.2f}]"
+    )
+    # a second call with the same settings finds every row done and trains nothing
+    partial = tmp_path / "out" / "gains.partial.json"
+    before = partial.read_text()
+    run(gains, monkeypatch, cifar_folder, tmp_path)
+    assert partial.read_text() == before
+
+
+def test_wandb_logs_every_run_grouped_by_method_and_tagged(gains, tmp_path, cifar_folder, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    from test_wandb import wandb_records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run(gains, monkeypatch, cifar_folder, tmp_path, "--wandb", "--wandb-project", "lit-kd-gains-test")
+    runs = sorted((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 4  # 2 seeds x (baseline, method)
+    seen = set()
+    for folder in runs:
+        (record,) = [
+            r.run for r in wandb_records(next(folder.glob("run-*.wandb"))) if r.WhichOneof("record_type") == "run"
+        ]
+        seen.add((record.run_group, tuple(sorted(record.tags))))
+    assert seen == {
+        ("vanilla ResNet-8", ("baseline", "seed=0")),
+        ("vanilla ResNet-8", ("baseline", "seed=1")),
+        ("Hinton KD", ("method", "seed=0")),
+        ("Hinton KD", ("method", "seed=1")),
+    }
