@@ -44,9 +44,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import load_average, markdown_table, quiet_benchmark, write_results
+from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
 
 from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule
+from lit_kd.checkpointing import load_network_weights
 from lit_kd.data import CIFAR10DataModule, DataFreeDataModule
 from lit_kd.methods import (
     ActivationMapAdaptation,
@@ -106,24 +107,13 @@ class Runner:
     ) -> tuple[dict, float]:
         """Train ``module`` (seeded) and test its last weights: (test metrics, seconds of training)."""
         logger = self.logger(method, role)
-        options = dict(
-            accelerator="cpu",
-            max_epochs=epochs or self.args.epochs,
-            logger=logger,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            callbacks=list(callbacks),
-        )
-        fit = pl.Trainer(**{**options, **trainer})
+        options = dict(max_epochs=epochs or self.args.epochs, logger=logger, limit_val_batches=0)
+        fit = quiet_trainer(accelerator="cpu", callbacks=list(callbacks), **{**options, **trainer})
         data = data if data is not None else self.data()
         start = time.perf_counter()
         fit.fit(module, data)
         seconds = time.perf_counter() - start
-        tester = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False)
-        (metrics,) = tester.test(module, data, verbose=False)
+        (metrics,) = quiet_trainer(accelerator="cpu", logger=logger).test(module, data, verbose=False)
         if logger:
             logger.experiment.finish()
         return {key: float(value) for key, value in metrics.items()}, seconds
@@ -134,6 +124,13 @@ class Runner:
 
     def teacher(self, name: str = "cifar10_resnet56") -> PretrainedNetwork:
         return PretrainedNetwork(name, weights_dir=self.args.weights_dir)
+
+    def adapted_teacher(self) -> PretrainedNetwork:
+        """The teacher with the adapted weights of ``--teacher-checkpoint`` loaded (for use outside a method)."""
+        teacher = self.teacher()
+        if self.args.teacher_checkpoint:
+            load_network_weights(teacher, self.args.teacher_checkpoint)
+        return teacher
 
     def teacher_kwargs(self) -> dict[str, Any]:
         return {"teacher_checkpoint": self.args.teacher_checkpoint} if self.args.teacher_checkpoint else {}
@@ -152,13 +149,8 @@ class Runner:
             torch.save(module.student.state_dict(), self.parent)
 
     def teacher_accuracy(self) -> None:
-        module = SupervisedModule(self.teacher())
-        if self.args.teacher_checkpoint:
-            from lit_kd.checkpointing import load_network_weights
-
-            load_network_weights(module.student, self.args.teacher_checkpoint)
-        tester = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-        (metrics,) = tester.test(module, self.data(), verbose=False)
+        module = SupervisedModule(self.adapted_teacher())
+        (metrics,) = quiet_trainer(accelerator="cpu").test(module, self.data(), verbose=False)
         self.record("teacher (adapted ResNet-56)", metrics["test/acc"], 0.0)
 
     # ------------------------------------------------------------------------------------- teacher-based
@@ -172,11 +164,9 @@ class Runner:
         module = self.seeded(
             lambda: EnsembleDistillation(create_model("resnet8", 10), [self.teacher(n) for n in names])
         )
-        logger = False
         data = self.data()
         metrics, seconds = self.fit_test(module, "ensemble distillation", data=data)
-        tester = pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False)
-        (ensemble,) = tester.test(SupervisedModule(module.teacher), data, verbose=False)
+        (ensemble,) = quiet_trainer(accelerator="cpu").test(SupervisedModule(module.teacher), data, verbose=False)
         self.record("ensemble distillation", metrics["test/acc"], seconds, ensemble_acc=float(ensemble["test/acc"]))
 
     def self_distillation(self) -> None:
@@ -217,8 +207,7 @@ class Runner:
             module, "DFAD (no real training image)", data=data, epochs=self.args.dfad_epochs
         )
         untrained = self.seeded(lambda: SupervisedModule(create_model("resnet8", 10)))
-        tester = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-        (random,) = tester.test(untrained, self.data(), verbose=False)
+        (random,) = quiet_trainer(accelerator="cpu").test(untrained, self.data(), verbose=False)
         self.record(
             "DFAD (no real training image)", metrics["test/acc"], seconds, untrained_acc=float(random["test/acc"])
         )
@@ -241,22 +230,10 @@ class Runner:
         )
         gan_data = self.data(**fraction, batch_size=64, crop_padding=0)
         start = time.perf_counter()
-        pl.Trainer(
-            accelerator="cpu",
-            max_steps=self.args.gan_steps,
-            max_epochs=-1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-        ).fit(gan, gan_data)
-        teacher = self.teacher()
-        if self.args.teacher_checkpoint:
-            from lit_kd.checkpointing import load_network_weights
-
-            load_network_weights(teacher, self.args.teacher_checkpoint)
+        quiet_trainer(accelerator="cpu", max_steps=self.args.gan_steps, max_epochs=-1, limit_val_batches=0).fit(
+            gan, gan_data
+        )
+        teacher = self.adapted_teacher()
         images, targets, counts = synthesize(
             gan.generator.eval(),
             teacher.eval(),
