@@ -287,3 +287,18 @@ def test_a_hook_based_method_keeps_two_ddp_processes_in_sync(tmp_path: Path, cif
     for key, value in ranks[0].items():
         torch.testing.assert_close(ranks[1][key], value, rtol=0, atol=0, msg=key)
     assert any(not torch.equal(initial[k], ranks[0][f"student.{k}"]) for k in initial)
+
+
+def test_a_deep_copy_of_a_hook_based_method_reads_its_own_networks(tmp_path: Path) -> None:
+    """What EMA/SWA helpers do (copy.deepcopy of the module): the copy's taps run and read the copy's networks."""
+    import copy
+
+    module = fitnets_case(tmp_path)
+    twin = copy.deepcopy(module)
+    assert twin.student_taps is not module.student_taps and twin.student_taps.network is twin.student
+    with torch.no_grad():
+        next(twin.student.parameters()).add_(1.0)
+    images = torch.randn(2, 3, 32, 32)
+    _, (original,) = module.student_taps(images)
+    _, (copied,) = twin.student_taps(images)
+    assert not torch.allclose(original, copied)

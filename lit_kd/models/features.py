@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from lit_kd.models.base import FeatureNet
-from lit_kd.models.inference import SharedOnCopy
 
 LayerName = int | str
 
@@ -93,7 +92,7 @@ def _note_4d(found: list[str], name: str, module: nn.Module, inputs: Any, output
         found.append(name)
 
 
-class FeatureTaps(SharedOnCopy):
+class FeatureTaps:
     """Records the outputs of named submodules of ``network`` whenever it runs inside :meth:`capture`.
 
     The hooks stay registered for the network's lifetime (they survive pickling for DDP spawn, checkpoints and

@@ -11,6 +11,7 @@ an ``nn.Sequential`` are folded (always safe). Nothing here requires tracing.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import torch
@@ -113,20 +114,27 @@ def use_channels_last(network: nn.Module) -> nn.Module:
     return network
 
 
-class SharedOnCopy:
-    """Mix-in for objects that hooks refer to: a deep copy of the network keeps referring to the same object."""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        return self
+def hook_owners(network: nn.Module) -> list[Any]:
+    """The objects whose methods are forward (pre-)hooks of ``network``'s modules (feature taps, a LightningModule)."""
+    owners = []
+    for module in network.modules():
+        for hook in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()):
+            function = hook.func if isinstance(hook, functools.partial) else hook
+            owner = getattr(function, "__self__", None)
+            if owner is not None and all(owner is not known for known in owners):
+                owners.append(owner)
+    return owners
 
 
 def inference_copy(network: nn.Module, share: tuple[Any, ...] = (), fold: bool = True) -> nn.Module:
     """A deep copy of ``network`` for inference: evaluation mode, frozen, BatchNorm folded (:func:`fold_batchnorm`).
 
-    Hooks come along with the copy; objects in ``share`` (e.g. the LightningModule a hook is a method of) are not
-    copied but shared, so a hook of the copy updates the same state as the original's.
+    Hooks come along with the copy. The objects the hooks are methods of (:func:`hook_owners`: feature taps, the
+    LightningModule of AMA's adapter), and those in ``share``, are not copied but shared, so a hook of the copy
+    records into (or reads) the same state as the original's.
     """
-    copied = copy.deepcopy(network, memo={id(obj): obj for obj in share})
+    shared = [*hook_owners(network), *share]
+    copied = copy.deepcopy(network, memo={id(obj): obj for obj in shared})
     copied.eval().requires_grad_(False)
     if fold:
         fold_batchnorm(copied)
