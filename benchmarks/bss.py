@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from common import StepTimer, markdown_table, quiet_benchmark, quiet_trainer, write_results
 
 from lit_kd.callbacks import BoundarySampleMining
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.methods import BSSDistillation, HintonKD, StudentModule, SupervisedModule, load_network_weights
-from lit_kd.models import create_model
+from lit_kd.models import PretrainedNetwork, available_pretrained, create_model
 
 
 def datamodule(args: argparse.Namespace) -> CIFAR10DataModule:
@@ -35,11 +36,20 @@ def datamodule(args: argparse.Namespace) -> CIFAR10DataModule:
     )
 
 
+def teacher_network(args: argparse.Namespace) -> torch.nn.Module:
+    """A zoo network, or a pretrained one by name (``cifar10_resnet56``: its inputs are converted by the methods)."""
+    if args.teacher_arch in available_pretrained():
+        return PretrainedNetwork(args.teacher_arch)
+    return create_model(args.teacher_arch, num_classes=10)
+
+
 def build(method: str, args: argparse.Namespace) -> StudentModule:
     student = create_model(args.student, num_classes=10)
+    if args.student_checkpoint is not None:  # e.g. a student part-way through training: more base samples qualify
+        load_network_weights(student, args.student_checkpoint)
     if method == "vanilla":
         return SupervisedModule(student)
-    teacher = create_model(args.teacher_arch, num_classes=10)
+    teacher = teacher_network(args)
     method_class = {"kd": HintonKD, "bss": BSSDistillation}[method]
     return method_class(student, teacher, teacher_checkpoint=args.teacher)
 
@@ -59,8 +69,8 @@ def step_times(args: argparse.Namespace) -> tuple[list[dict], dict]:
             median = statistics.median(timer.times[1:])  # the first step warms up allocators
             best[method] = min(best.get(method, float("inf")), median)
             if method == "bss":
-                latest = callbacks[1].latest
-                mining_stats = {"boundary_samples": len(latest), "mean_steps": latest.steps.float().mean().item()}
+                batches, samples, _, steps, _ = callbacks[1]._totals.tolist()  # this epoch's sums
+                mining_stats = {"boundary_samples": samples / batches, "mean_steps": steps / max(samples, 1)}
     rows = [
         {"method": method, "step (ms)": 1000 * seconds, "relative to KD": seconds / best["kd"]}
         for method, seconds in best.items()
@@ -96,7 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="holds cifar10/{train,test} or the batches")
     parser.add_argument("--teacher", type=Path, required=True, help="checkpoint of the CIFAR-10 teacher")
-    parser.add_argument("--teacher-arch", default="resnet20")
+    parser.add_argument("--teacher-arch", default="resnet20", help="a zoo name, or a pretrained one (cifar10_resnet56)")
+    parser.add_argument("--student-checkpoint", type=Path, default=None, help="start the student from these weights")
     parser.add_argument("--student", default="resnet8")
     parser.add_argument("--batch-size", type=int, default=256, help="the official BSS batch size")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat (after one warm-up step)")
@@ -106,17 +117,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine may be shared)")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--name", default="bss", help="results file name")
     args = parser.parse_args()
     quiet_benchmark(args.threads)
 
-    teacher = create_model(args.teacher_arch, num_classes=10)
+    teacher = teacher_network(args)
     load_network_weights(teacher, args.teacher)
     teacher_top1 = 100 * quiet_trainer().test(SupervisedModule(teacher), datamodule(args), verbose=False)[0]["test/acc"]
     timing_rows, mining_stats = step_times(args)
+    student_state = f"student from {args.student_checkpoint}" if args.student_checkpoint else "untrained student"
     tables = [
-        f"Step time, {args.teacher_arch} -> {args.student}, batch {args.batch_size}, BSS attacking "
-        f"{mining_stats['boundary_samples']} samples for {mining_stats['mean_steps']:.1f} steps on average "
-        f"(last timed batch)\n\n" + markdown_table(timing_rows)
+        f"Step time, {args.teacher_arch} -> {args.student} ({student_state})"
+        f", batch {args.batch_size}, BSS attacking {mining_stats['boundary_samples']:.1f} base samples per batch "
+        f"(those both networks classify correctly, at most 64) for {mining_stats['mean_steps']:.1f} steps on "
+        f"average\n\n" + markdown_table(timing_rows)
     ]
     payload = {
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
@@ -132,7 +146,7 @@ def main() -> None:
             + markdown_table(accuracy_rows)
         )
         payload |= {"accuracy": accuracy_rows, "per_seed": per_seed}
-    write_results("bss", payload, "\n\n".join(tables))
+    write_results(args.name, payload, "\n\n".join(tables))
 
 
 if __name__ == "__main__":
