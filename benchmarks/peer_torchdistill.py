@@ -160,6 +160,23 @@ def kd_sample_optimizer_and_scheduler() -> dict[str, Any]:
     }
 
 
+def kd_criterion(temperature: float, alpha: float) -> dict[str, Any]:
+    """torchdistill's ``KDLoss`` on the two networks' outputs as the only ``WeightedSumLoss`` term (both samples)."""
+    kd_loss = {
+        "key": "KDLoss",
+        "kwargs": {
+            "student_module_path": ".",
+            "student_module_io": "output",
+            "teacher_module_path": ".",
+            "teacher_module_io": "output",
+            "temperature": temperature,
+            "alpha": alpha,
+            "reduction": "batchmean",
+        },
+    }
+    return {"key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {"criterion": kd_loss, "weight": 1.0}}}}
+
+
 def kd_train_config(loader: dict[str, Any]) -> dict[str, Any]:
     """``train`` of configs/sample/cifar10/kd/resnet20_from_densenet_bc_k12_depth100-final_run.yaml."""
     return {
@@ -169,28 +186,7 @@ def kd_train_config(loader: dict[str, Any]) -> dict[str, Any]:
         "teacher": whole_model_config(),
         "student": whole_model_config(student=True),
         **kd_sample_optimizer_and_scheduler(),
-        "criterion": {
-            "key": "WeightedSumLoss",
-            "kwargs": {
-                "sub_terms": {
-                    "kd": {
-                        "criterion": {
-                            "key": "KDLoss",
-                            "kwargs": {
-                                "student_module_path": ".",
-                                "student_module_io": "output",
-                                "teacher_module_path": ".",
-                                "teacher_module_io": "output",
-                                "temperature": 4.0,
-                                "alpha": 0.9,
-                                "reduction": "batchmean",
-                            },
-                        },
-                        "weight": 1.0,
-                    }
-                }
-            },
-        },
+        "criterion": kd_criterion(temperature=4.0, alpha=0.9),
     }
 
 
@@ -299,28 +295,7 @@ def fitnets_train_config(loader: dict[str, Any]) -> dict[str, Any]:
         "student": whole_model_config(student=True),
         "optimizer": {"key": "SGD", "kwargs": {"lr": 0.0001, "momentum": 0.9, "weight_decay": 0.0005}},
         "scheduler": {"key": "MultiStepLR", "kwargs": {"milestones": [5, 10], "gamma": 0.1}},
-        "criterion": {
-            "key": "WeightedSumLoss",
-            "kwargs": {
-                "sub_terms": {
-                    "kd": {
-                        "criterion": {
-                            "key": "KDLoss",
-                            "kwargs": {
-                                "student_module_path": ".",
-                                "student_module_io": "output",
-                                "teacher_module_path": ".",
-                                "teacher_module_io": "output",
-                                "temperature": 1.0,
-                                "alpha": 0.5,
-                                "reduction": "batchmean",
-                            },
-                        },
-                        "weight": 1.0,
-                    }
-                }
-            },
-        },
+        "criterion": kd_criterion(temperature=1.0, alpha=0.5),
     }
     return {"log_freq": 100, "stage1": stage1, "stage2": stage2}
 

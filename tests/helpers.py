@@ -112,3 +112,19 @@ def torchvision_network(name: str = "resnet18", seed: int = 0) -> nn.Module:
     with torch.random.fork_rng():  # leaves the global generator (and torch.initial_seed()) as it was
         torch.manual_seed(seed)
         return getattr(torchvision.models, name)(num_classes=10)
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def fit_args(recipe: str, data_dir: Path, *options: str, **settings: Any) -> list[str]:
+    """``lit-kd fit`` arguments for ``recipes/<recipe>`` on ``data_dir``.
+
+    ``options`` are passed as they are (``"--trainer.callbacks+=ModelCheckpoint"``); each keyword ``a__b=v`` becomes
+    ``--a.b v`` (``trainer__max_epochs=1``).
+    """
+    args = ["fit", "--config", str(RECIPES / recipe), "--data.data_dir", str(data_dir), *options]
+    for key, value in settings.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += [f"--{key.replace('__', '.')}", text]
+    return args

@@ -53,6 +53,18 @@ def mobilenet(seed: int = 0) -> torch.nn.Module:
     return torchvision_network("mobilenet_v3_small", seed)
 
 
+def fitnets_case(work_dir: Path, student: torch.nn.Module | None = None) -> FitNets:
+    """FitNets from a torchvision ResNet-18 into MobileNetV3 (or ``student``), hint and guided layer by path."""
+    return FitNets(
+        mobilenet() if student is None else student,
+        resnet(),
+        hint_layer="features.3",
+        guided_layer="layer2",
+        teacher_checkpoint=saved_teacher(work_dir),
+        num_classes=10,
+    )
+
+
 CASES: dict[str, Callable[[Path], tuple[pl.LightningModule, list[pl.Callback]]]] = {
     "supervised": lambda d: (SupervisedModule(mobilenet(), num_classes=10), []),
     "hinton": lambda d: (HintonKD(mobilenet(), resnet(), teacher_checkpoint=saved_teacher(d), num_classes=10), []),
@@ -60,17 +72,7 @@ CASES: dict[str, Callable[[Path], tuple[pl.LightningModule, list[pl.Callback]]]]
         BSSDistillation(mobilenet(), resnet(), teacher_checkpoint=saved_teacher(d), num_classes=10),
         [BoundarySampleMining(max_samples=4, num_steps=2)],
     ),
-    "fitnets": lambda d: (
-        FitNets(
-            mobilenet(),
-            resnet(),
-            hint_layer="features.3",
-            guided_layer="layer2",
-            teacher_checkpoint=saved_teacher(d),
-            num_classes=10,
-        ),
-        [],
-    ),
+    "fitnets": lambda d: (fitnets_case(d), []),
     "attention_transfer": lambda d: (
         AttentionTransfer(
             mobilenet(),
@@ -180,14 +182,7 @@ def test_maps_that_cannot_be_paired_fail_at_construction() -> None:
 
 
 def test_feature_maps_are_not_kept_after_the_step(tmp_path: Path) -> None:
-    module = FitNets(
-        mobilenet(),
-        resnet(),
-        hint_layer="features.3",
-        guided_layer="layer2",
-        teacher_checkpoint=saved_teacher(tmp_path),
-        num_classes=10,
-    )
+    module = fitnets_case(tmp_path)
     seen: list[weakref.ref] = []
     module.student.features[3].register_forward_hook(lambda m, i, output: seen.append(weakref.ref(output)))
     losses, _ = module.training_losses(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
@@ -200,38 +195,13 @@ def test_feature_maps_are_not_kept_after_the_step(tmp_path: Path) -> None:
 def test_hooks_work_on_a_compiled_student(tmp_path: Path) -> None:
     """torch.compile (aot_eager backend: no C++ toolchain needed) keeps the hooks and the loss."""
     student = mobilenet()
-    reference = FitNets(
-        student,
-        resnet(),
-        hint_layer="features.3",
-        guided_layer="layer2",
-        teacher_checkpoint=saved_teacher(tmp_path),
-        num_classes=10,
-    ).eval()
+    reference = fitnets_case(tmp_path, student).eval()
     images, targets = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     expected, _ = reference.training_losses(images, targets)
-    compiled = FitNets(
-        torch.compile(student, backend="aot_eager"),
-        resnet(),
-        hint_layer="features.3",
-        guided_layer="layer2",
-        teacher_checkpoint=saved_teacher(tmp_path),
-        num_classes=10,
-    ).eval()
+    compiled = fitnets_case(tmp_path, torch.compile(student, backend="aot_eager")).eval()
     compiled.regressor.load_state_dict(reference.regressor.state_dict())
     losses, _ = compiled.training_losses(images, targets)
     torch.testing.assert_close(losses["hint"], expected["hint"], rtol=1e-4, atol=1e-5)
-
-
-def fitnets_case(work_dir: Path) -> FitNets:
-    return FitNets(
-        mobilenet(),
-        resnet(),
-        hint_layer="features.3",
-        guided_layer="layer2",
-        teacher_checkpoint=saved_teacher(work_dir),
-        num_classes=10,
-    )
 
 
 def test_a_hook_based_method_resumes_exactly(tmp_path: Path, cifar_folder: Path) -> None:

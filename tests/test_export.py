@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import class_image, write_jpeg
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
+from helpers import TinyNet, fit_args, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.tuner import Tuner
 
 from lit_kd.callbacks import PredictionWriter
@@ -27,8 +27,6 @@ from lit_kd.methods import (
 )
 from lit_kd.models import DFADGenerator, create_model
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
 
 def real_looking_images(count: int = 6, size: int = 32) -> torch.Tensor:
     """Images in [0, 1] like the data's (class-coloured noise), for a deployment to feed."""
@@ -42,29 +40,18 @@ CHECKPOINT = Path("checkpoints/cifar10/kd_resnet56_resnet20/last.ckpt")  # the r
 def trained_kd(tmp_path: Path, cifar_folder: Path) -> list[str]:
     """A Hinton KD run of a few steps through lit-kd fit (in ``tmp_path``); returns its arguments."""
     torch.save(create_model("resnet56", num_classes=10).state_dict(), tmp_path / "teacher.pt")
-    args = [
-        "fit",
-        "--config",
-        str(RECIPES / "cifar10" / "kd_resnet56_resnet20.yaml"),
-        "--data.data_dir",
-        str(cifar_folder),
-        "--data.batch_size",
-        "16",
-        "--data.use_cache",
-        "false",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--model.teacher_checkpoint",
-        str(tmp_path / "teacher.pt"),
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
+    args = fit_args(
+        "cifar10/kd_resnet56_resnet20.yaml",
+        cifar_folder,
+        data__batch_size=16,
+        data__use_cache=False,
+        trainer__max_epochs=1,
+        trainer__limit_train_batches=2,
+        trainer__limit_val_batches=1,
+        trainer__default_root_dir=tmp_path,
+        model__teacher_checkpoint=tmp_path / "teacher.pt",
+        trainer__enable_progress_bar=False,
+    )
     lit_kd_main(args)
     return args
 

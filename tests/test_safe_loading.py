@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TinyNet, tiny_cifar, tiny_trainer
+from helpers import RECIPES, TinyNet, fit_args, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_kd.checkpointing import UntrustedCheckpointError, load_network_weights, safe_load
@@ -27,8 +27,6 @@ from lit_kd.methods.born_again import run_generations
 from lit_kd.models import create_model
 from lit_kd.models.pretrained import PRETRAINED_WEIGHTS
 from lit_kd.synthesis import load_conditional_gan
-
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 class RunsCode:
@@ -86,17 +84,9 @@ def test_cli_prints_one_line_naming_the_file_and_how_to_opt_in(
     tmp_path: Path, marker: Path, cifar_folder: Path, capsys: pytest.CaptureFixture
 ) -> None:
     path = evil_file(tmp_path / "teacher.ckpt", marker)
-    args = [
-        "fit",
-        "--config",
-        str(RECIPES / "cifar10" / "kd_resnet56_resnet20.yaml"),
-        "--data.data_dir",
-        str(cifar_folder),
-        "--trainer.fast_dev_run",
-        "true",
-        "--model.teacher_checkpoint",
-        str(path),
-    ]
+    args = fit_args(
+        "cifar10/kd_resnet56_resnet20.yaml", cifar_folder, trainer__fast_dev_run=True, model__teacher_checkpoint=path
+    )
     with pytest.raises(SystemExit) as exit_info:
         lit_kd_main(args)
     assert exit_info.value.code == 2 and not marker.exists()
@@ -168,19 +158,13 @@ def test_resume_from_ckpt_path_does_not_run_code(
     tmp_path: Path, marker: Path, cifar_folder: Path, capsys: pytest.CaptureFixture
 ) -> None:
     path = evil_file(tmp_path / "last.ckpt", marker)
-    args = [
-        "fit",
-        "--config",
-        str(RECIPES / "cifar10" / "vanilla_resnet20.yaml"),
-        "--data.data_dir",
-        str(cifar_folder),
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--ckpt_path",
-        str(path),
-    ]
+    args = fit_args(
+        "cifar10/vanilla_resnet20.yaml",
+        cifar_folder,
+        trainer__max_epochs=1,
+        trainer__default_root_dir=tmp_path,
+        ckpt_path=path,
+    )
     with pytest.raises(SystemExit):
         lit_kd_main(args)
     assert not marker.exists()
@@ -243,26 +227,17 @@ def test_lightning_and_lit_kd_checkpoints_load_safely(tmp_path: Path, cifar_fold
 def test_cli_checkpoint_with_hyperparameters_loads_safely(
     tmp_path: Path, cifar_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = [
-        "fit",
-        "--config",
-        str(RECIPES / "cifar10" / "vanilla_resnet20.yaml"),
-        "--data.data_dir",
-        str(cifar_folder),
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "1",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path),
+    args = fit_args(
+        "cifar10/vanilla_resnet20.yaml",
+        cifar_folder,
         "--trainer.callbacks+=ModelCheckpoint",
-        "--trainer.callbacks.dirpath",
-        str(tmp_path / "ck"),
-    ]
+        trainer__callbacks__dirpath=tmp_path / "ck",
+        data__batch_size=16,
+        trainer__max_epochs=1,
+        trainer__limit_train_batches=1,
+        trainer__limit_val_batches=1,
+        trainer__default_root_dir=tmp_path,
+    )
     monkeypatch.chdir(tmp_path)
     lit_kd_main(args)
     (path,) = (tmp_path / "ck").glob("*.ckpt")
