@@ -31,6 +31,7 @@ one W&B project, grouped by method and tagged with its seed and role (baseline /
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -136,7 +137,13 @@ class Runner:
         return {"teacher_checkpoint": self.args.teacher_checkpoint} if self.args.teacher_checkpoint else {}
 
     def record(self, name: str, accuracy: float, seconds: float, **extra: Any) -> None:
-        self.results[name] = {"acc": accuracy, "seconds": seconds, "load": load_average(), **extra}
+        self.results[name] = {
+            "acc": accuracy,
+            "seconds": seconds,
+            "load": load_average(),
+            "threads": self.args.threads,
+            **extra,
+        }
         print(f"seed {self.seed}: {name}: {100 * accuracy:.2f}% in {seconds:.0f} s", flush=True)
 
     # ----------------------------------------------------------------------------------------- baselines
@@ -384,6 +391,21 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def save_seed(partial: Path, settings: dict[str, str], seed: str, rows: dict[str, Any]) -> dict[str, Any]:
+    """Store one seed's rows in the partial file, keeping the other seeds' (runs of other seeds may share the file).
+
+    Returns every seed's results as stored. A lock file serialises the read-merge-write of processes running
+    different seeds side by side (``--seeds 1`` and ``--seeds 2`` with ``--threads 1`` each).
+    """
+    with open(partial.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = json.loads(partial.read_text()) if partial.is_file() else {}
+        results = stored.get("results", {}) if stored.get("settings") == settings else {}
+        results[seed] = rows
+        partial.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="folder holding cifar10/ (the JPEG export)")
@@ -392,13 +414,13 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None, help="decoded-image cache (default ~/.cache/lit-kd)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--subset", type=int, default=5000, help="class-balanced training images per run")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--dfad-epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--dfad-epochs", type=int, default=2)
     parser.add_argument("--dfad-batches-per-epoch", type=int, default=300, help="50 x (5 student + 1 generator) steps")
     parser.add_argument("--dfad-batch-size", type=int, default=64)
-    parser.add_argument("--gan-steps", type=int, default=3000, help="cGAN updates (4 discriminator : 1 generator)")
+    parser.add_argument("--gan-steps", type=int, default=1000, help="cGAN updates (4 discriminator : 1 generator)")
     parser.add_argument("--gan-channels", type=int, default=32)
-    parser.add_argument("--gan-per-label", type=int, default=2000, help="samples generated per class before filtering")
+    parser.add_argument("--gan-per-label", type=int, default=1000, help="samples generated per class before filtering")
     parser.add_argument("--gan-max-per-label", type=int, default=500, help="synthetic images kept per class at most")
     parser.add_argument("--rows", nargs="+", default=None, help="run only these rows (default: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -411,10 +433,16 @@ def main() -> None:
     quiet_benchmark(args.threads)
     warnings.filterwarnings("ignore")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("rows", "seeds", "wandb", "output_dir")}
+    # what the numbers depend on; the threads only change the times, which each row records with its threads
+    ignored = ("rows", "seeds", "wandb", "output_dir", "threads", "summarize_only")
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ignored}
     partial = args.output_dir / f"{args.name}.partial.json"
     results: dict[str, dict[str, Any]] = {}
-    if partial.is_file() and (args.summarize_only or json.loads(partial.read_text()).get("settings") == settings):
+    if partial.is_file() and not args.summarize_only and json.loads(partial.read_text()).get("settings") != settings:
+        kept = partial.with_name(f"{partial.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
+        partial.rename(kept)  # another budget's results are never mixed in, nor lost
+        print(f"{partial} held results at other settings: moved to {kept}", flush=True)
+    if partial.is_file():
         results = json.loads(partial.read_text())["results"]  # resume a run that stopped: skip the rows it has
         settings = json.loads(partial.read_text())["settings"] if args.summarize_only else settings
     for seed in [] if args.summarize_only else args.seeds:
@@ -426,7 +454,7 @@ def main() -> None:
             if name == "self-distillation (born-again, 1 generation)" and not hasattr(runner, "parent"):
                 runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
             run()
-            partial.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+            results = save_seed(partial, settings, str(seed), runner.results)
     rows = summary(results)
     table = markdown_table(rows) + (
         f"\n\nCIFAR-10 JPEG export (not comparable with published CIFAR-10 tables), {settings['subset']} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,22 @@ def utkface_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_jpeg(class_image(0, 64, generator), str(folder / name))
     (folder / "README.txt").write_text("not an image: ignored\n")
     return root
+
+
+@pytest.fixture
+def wandb_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[str], None]]:
+    """wandb (skips without it) with its files under ``tmp_path``; the run is finished after the test.
+
+    Returns a function setting ``WANDB_MODE`` (``disabled`` by default, set above).
+    """
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.chdir(tmp_path)  # recipes write checkpoints/ and runs/, WandbLogger wandb/, relative to it
+    for variable, folder in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_CONFIG_DIR", "conf")):
+        monkeypatch.setenv(variable, str(tmp_path / "wandb_home" / folder))
+    monkeypatch.setenv("WANDB_CONSOLE", "off")  # no stdout/stderr wrapping inside pytest's capture
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield lambda mode: monkeypatch.setenv("WANDB_MODE", mode)
+    wandb.finish()  # WandbLogger leaves the run open; the next test's logger would join it
+    # wandb keeps the settings of its first run (WANDB_MODE included) and its service process (started in that
+    # run's working directory, against which it resolves relative paths) until teardown
+    wandb.teardown()

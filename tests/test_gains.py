@@ -72,11 +72,29 @@ def test_rows_report_the_paired_difference_to_the_baseline(gains, tmp_path, cifa
     assert partial.read_text() == before
 
 
-def test_wandb_logs_every_run_grouped_by_method_and_tagged(gains, tmp_path, cifar_folder, monkeypatch) -> None:
-    pytest.importorskip("wandb")
+def test_seeds_run_side_by_side_share_the_partial_file(gains, tmp_path, cifar_folder, monkeypatch) -> None:
+    """Seeds split across processes (``--seeds 0`` and ``--seeds 1``, other threads) end in one table."""
+    one = run(gains, monkeypatch, cifar_folder, tmp_path)
+    partial = tmp_path / "out" / "gains.partial.json"
+    partial.unlink()
+    for seed, threads in (("0", "1"), ("1", "2")):  # the second process starts from the first one's file
+        separate = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", seed, "--threads", threads)
+    assert sorted(separate["results"]) == ["0", "1"]
+    assert separate["results"]["0"]["Hinton KD"]["threads"] == 1
+    assert separate["results"]["1"]["Hinton KD"]["threads"] == 2
+    for row in ("vanilla ResNet-8", "Hinton KD"):  # the same numbers as one process running both seeds
+        assert separate["results"]["1"][row]["acc"] == one["results"]["1"][row]["acc"]
+    # other settings start a new table rather than mixing budgets
+    other = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--epochs", "2")
+    assert sorted(other["results"]) == ["1"]
+
+
+def test_wandb_logs_every_run_grouped_by_method_and_tagged(
+    gains, tmp_path, cifar_folder, monkeypatch, wandb_mode
+) -> None:
     from test_wandb import wandb_records
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb_mode("offline")
     run(gains, monkeypatch, cifar_folder, tmp_path, "--wandb", "--wandb-project", "lit-kd-gains-test")
     runs = sorted((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 4  # 2 seeds x (baseline, method)

@@ -55,25 +55,6 @@ def recipe_named(name: str) -> Path:
     return next(recipe for recipe in RECIPES if f"{recipe.parent.name}/{recipe.stem}" == name)
 
 
-@pytest.fixture
-def wandb_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[str], None]]:
-    """wandb (skips without it) with its files under ``tmp_path``; the run is finished after the test.
-
-    Returns a function setting ``WANDB_MODE`` (``disabled`` by default, from conftest).
-    """
-    wandb = pytest.importorskip("wandb")
-    monkeypatch.chdir(tmp_path)  # recipes write checkpoints/ and runs/, WandbLogger wandb/, relative to it
-    for variable, folder in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data"), ("WANDB_CONFIG_DIR", "conf")):
-        monkeypatch.setenv(variable, str(tmp_path / "wandb_home" / folder))
-    monkeypatch.setenv("WANDB_CONSOLE", "off")  # no stdout/stderr wrapping inside pytest's capture
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    yield lambda mode: monkeypatch.setenv("WANDB_MODE", mode)
-    wandb.finish()  # WandbLogger leaves the run open; the next test's logger would join it
-    # wandb keeps the settings of its first run (WANDB_MODE included) and its service process (started in that
-    # run's working directory, against which it resolves relative paths) until teardown
-    wandb.teardown()
-
-
 # ----------------------------------------------------------------------------------------- offline run reader
 @dataclass
 class OfflineRun:
