@@ -53,8 +53,9 @@ def execute(name: str, data_dir: Path, work_dir: Path, monkeypatch: pytest.Monke
 
 def printed_json(notebook: Any) -> dict[str, Any]:
     """The JSON that the notebook's last cell prints."""
-    (output,) = [output for output in notebook.cells[-1].outputs if output.get("name") == "stdout"]
-    return json.loads(output["text"].strip().splitlines()[-1])
+    # the kernel may send one print in several stream messages: join them
+    text = "".join(output["text"] for output in notebook.cells[-1].outputs if output.get("name") == "stdout")
+    return json.loads(text.strip().splitlines()[-1])
 
 
 def test_notebooks_are_stored_without_outputs() -> None:
