@@ -22,7 +22,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from common import StepTimer, markdown_table, quiet_benchmark, quiet_trainer, write_results
+from common import StepTimer, load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
 
 from lit_kd.callbacks import BoundarySampleMining
 from lit_kd.data import CIFAR10DataModule
@@ -124,18 +124,22 @@ def main() -> None:
     teacher = teacher_network(args)
     load_network_weights(teacher, args.teacher)
     teacher_top1 = 100 * quiet_trainer().test(SupervisedModule(teacher), datamodule(args), verbose=False)[0]["test/acc"]
+    load_before = load_average()
     timing_rows, mining_stats = step_times(args)
+    load = {"before": load_before, "after": load_average()}  # 1-minute load average around the timed runs
     student_state = f"student from {args.student_checkpoint}" if args.student_checkpoint else "untrained student"
     tables = [
         f"Step time, {args.teacher_arch} -> {args.student} ({student_state})"
         f", batch {args.batch_size}, BSS attacking {mining_stats['boundary_samples']:.1f} base samples per batch "
         f"(those both networks classify correctly, at most 64) for {mining_stats['mean_steps']:.1f} steps on "
-        f"average\n\n" + markdown_table(timing_rows)
+        f"average; load average {load['before']:.2f} before, {load['after']:.2f} after\n\n"
+        + markdown_table(timing_rows)
     ]
     payload = {
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
         "teacher_test_top1": teacher_top1,
         "step_time": timing_rows,
+        "load_average": load,
         "mining_last_batch": mining_stats,
     }
     if not args.skip_accuracy:
