@@ -3,9 +3,11 @@
 Every file lit-kd reads with ``torch.load`` (teacher checkpoints, ensemble members, born-again parents, cGAN
 checkpoints, pretrained weights, resumed runs, the decoded-image cache, synthetic sets) goes through
 :func:`safe_load`: ``weights_only=True`` with an allow-list of exactly the extra types known formats need, so a file
-cannot run code while it is being read. A legacy pickle that needs more is refused with an error that names the file,
-says why and says how to opt in (``trust_checkpoint=True``, or ``LIT_KD_TRUST_CHECKPOINTS=1`` in the environment);
-with the opt-in it is loaded fully, with a warning that names the file.
+cannot run code while it is being read. A legacy pickle that needs more is refused with an error that names the file
+and says why. Trust has exactly one switch, outside every file, recipe, command line and checkpoint:
+``LIT_KD_TRUST_CHECKPOINTS=1`` in the environment of the process. With it a refused file is loaded fully, with a
+warning that names the file. No stored setting can switch trust on (a checkpoint's hyperparameters, a recipe), and
+Lightning's ``weights_only=False`` is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-#: Set to ``1`` (or ``true``/``yes``) to load every legacy pickle in full, as ``trust_checkpoint=True`` does.
+#: Set to ``1`` (or ``true``/``yes``) to load legacy pickles in full: the only switch that trusts a file.
 TRUST_ENVIRONMENT_VARIABLE = "LIT_KD_TRUST_CHECKPOINTS"
 
 
@@ -56,6 +58,24 @@ def trusted_by_environment() -> bool:
     return os.environ.get(TRUST_ENVIRONMENT_VARIABLE, "").strip().lower() in ("1", "true", "yes")
 
 
+def refuse_trust_setting(settings: dict[str, Any]) -> None:
+    """Drop a legacy ``trust_checkpoint`` setting from ``settings``; refuse it when it asks for trust.
+
+    Trust used to be a module argument, so it was stored in checkpoints' hyperparameters and a crafted or inherited
+    checkpoint could switch it on. It is now only :data:`TRUST_ENVIRONMENT_VARIABLE`; ``trust_checkpoint: false``
+    (stored by older runs) is accepted and ignored.
+
+    Raises:
+        ValueError: ``settings["trust_checkpoint"]`` is true.
+    """
+    if settings.pop("trust_checkpoint", False):
+        raise ValueError(
+            f"trust_checkpoint is no longer a setting (a stored setting could switch trust on): run with "
+            f"{TRUST_ENVIRONMENT_VARIABLE}=1 to load a legacy pickle you trust, or pass trust_checkpoint=False to "
+            "load_from_checkpoint for a checkpoint that stored it"
+        )
+
+
 def _refusal_reason(error: Exception) -> str:
     """The line of ``torch.load``'s error that names what was refused (``Unsupported global: GLOBAL posix.system``)."""
     text = str(error)
@@ -66,29 +86,23 @@ def _refusal_reason(error: Exception) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def safe_load(
-    path: str | Path,
-    trust: bool = False,
-    map_location: Any = "cpu",
-    how_to_trust: str | None = "pass trust_checkpoint=True",
-) -> Any:
+def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with :data:`SAFE_GLOBALS`: a file cannot run code while it is read.
 
-    A file that needs more than that (a legacy pickle of arbitrary objects) is loaded in full only when
-    ``trust`` is set or ``LIT_KD_TRUST_CHECKPOINTS=1``; then a warning names it.
+    A file that needs more than that (a legacy pickle of arbitrary objects) is loaded in full only when the process
+    runs with ``LIT_KD_TRUST_CHECKPOINTS=1`` (:func:`trusted_by_environment`); then a warning names it. That variable
+    is the only switch: no argument, recipe or stored hyperparameter turns trust on.
 
     Args:
         path: the file.
-        trust: load a legacy pickle in full (it can run code: only for files from a trusted source).
         map_location: where tensors go (default: the CPU).
-        how_to_trust: how the caller's user opts in (named in the error next to the environment variable), e.g.
-            ``"pass --model.trust_checkpoint true"``; ``None``: the environment variable only.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        UntrustedCheckpointError: the file needs a full unpickle and nobody opted in; the message names the file,
-            what was refused and how to opt in.
-        ValueError: the file is not a ``torch.save`` file (truncated, or another format); the message names it.
+        UntrustedCheckpointError: the file needs a full unpickle and the environment does not trust files; the
+            message names the file, what was refused and the switch.
+        ValueError: the file is not a ``torch.save`` file (truncated, a text file, another format); the message
+            names it.
 
     Example:
         >>> import tempfile
@@ -100,27 +114,45 @@ def safe_load(
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not _looks_like_torch_file(path):
+        raise ValueError(f"{path} is not a torch.save file (it is neither a zip archive nor a pickle)")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         reason = _refusal_reason(error)
-        if not (trust or trusted_by_environment()):
+        if not trusted_by_environment():
             raise UntrustedCheckpointError(
                 f"{path} was not loaded: it holds Python objects that only a full unpickle would rebuild, and "
-                f"unpickling can run code ({reason}). If you trust the file and where it came from, "
-                f"{how_to_trust + ' or ' if how_to_trust else ''}set {TRUST_ENVIRONMENT_VARIABLE}=1; better, re-save "
-                "it "
-                "as a plain state dict "
-                "(torch.save(model.state_dict(), path))."
+                f"unpickling can run code ({reason}). Re-save it as a plain state dict "
+                f"(torch.save(model.state_dict(), path)); if you trust the file and where it came from, run with "
+                f"{TRUST_ENVIRONMENT_VARIABLE}=1."
             ) from None
         rank_zero_warn(
-            f"loading {path} with a full unpickle (weights_only=False), which can run code: you opted in to trusting "
-            f"it ({reason})"
+            f"loading {path} with a full unpickle (weights_only=False), which can run code: "
+            f"{TRUST_ENVIRONMENT_VARIABLE} is set ({reason})"
         )
         return torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, OSError) as error:
         raise ValueError(f"{path} is not a readable torch.save file (truncated or another format): {error}") from error
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` file: a zip archive, or a pickle (protocol 2 or later)."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def check_finite_weights(state_dict: Mapping[str, Any], source: str) -> None:
+    """Refuse weights that hold NaN or infinite values (a diverged run), naming the first such tensor.
+
+    Raises:
+        ValueError: a floating-point tensor of ``state_dict`` is not finite; the message starts with ``source``.
+    """
+    for name, value in state_dict.items():
+        if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{source} holds non-finite weights (NaN or inf), first in {name!r}: a diverged run?")
 
 
 # ----------------------------------------------------------------------------------------------- network weights
@@ -172,7 +204,6 @@ def load_network_weights(
     network: nn.Module,
     path: str | Path,
     prefix: str | None = None,
-    trust: bool = False,
     key_map: Callable[[str], str] | None = None,
     argument: str | None = None,
 ) -> str:
@@ -188,7 +219,6 @@ def load_network_weights(
         network: the module to load into (its architecture must match).
         path: checkpoint file.
         prefix: force this key prefix instead of detecting it.
-        trust: load a legacy pickle in full (see :func:`safe_load`).
         key_map: renames the file's keys (after the wrapper prefixes are removed) into ``network``'s names, for
             checkpoints of another implementation of the same architecture.
         argument: the configuration field ``path`` came from (e.g. ``"teacher_checkpoint"``), named in errors.
@@ -198,11 +228,12 @@ def load_network_weights(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        UntrustedCheckpointError: the file needs a full unpickle and ``trust`` is off.
-        ValueError: no prefix matches, or shapes differ; the message lists missing keys and the prefixes seen.
+        UntrustedCheckpointError: the file needs a full unpickle and the environment does not trust files.
+        ValueError: no prefix matches, the file holds more weights under that prefix than ``network`` has (a
+            deeper or wider network of the same family), or shapes differ; the message names the keys.
     """
     try:
-        return _load_network_weights(network, path, prefix, trust, key_map)
+        return _load_network_weights(network, path, prefix, key_map)
     except (FileNotFoundError, ValueError, UntrustedCheckpointError) as error:
         if argument is None:
             raise
@@ -210,15 +241,22 @@ def load_network_weights(
 
 
 def _load_network_weights(
-    network: nn.Module, path: str | Path, prefix: str | None, trust: bool, key_map: Callable[[str], str] | None
+    network: nn.Module, path: str | Path, prefix: str | None, key_map: Callable[[str], str] | None
 ) -> str:
-    checkpoint = safe_load(path, trust=trust, how_to_trust="pass trust_checkpoint=True (YAML: trust_checkpoint: true)")
-    state_dict = extract_state_dict(checkpoint, path)
+    state_dict = extract_state_dict(safe_load(path), path)
     if key_map is not None:
         state_dict = {key_map(key): value for key, value in state_dict.items()}
     wanted = network.state_dict().keys()
     for candidate in (prefix,) if prefix is not None else CHECKPOINT_PREFIXES:
         if all(candidate + key in state_dict for key in wanted):
+            under = [key[len(candidate) :] for key in state_dict if key.startswith(candidate)]
+            unexpected = [key for key in under if key not in wanted]
+            if unexpected:
+                raise ValueError(
+                    f"{path} does not fit {type(network).__name__}: it holds {len(unexpected)} weights that the "
+                    f"network does not have (under key prefix {candidate!r}), e.g. {unexpected[:5]}; is it a "
+                    "checkpoint of a deeper or wider network?"
+                )
             try:
                 network.load_state_dict({key: state_dict[candidate + key] for key in wanted})
             except RuntimeError as error:
@@ -280,15 +318,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """Load a local checkpoint with :func:`safe_load` (``weights_only=False`` from the caller counts as trust)."""
+        """Load a local checkpoint with :func:`safe_load`.
+
+        Raises:
+            ValueError: ``weights_only=False`` (Lightning's ``--weights_only false``): lit-kd never unpickles a file
+                because a command asked for it; the one switch is ``LIT_KD_TRUST_CHECKPOINTS=1``.
+        """
+        if weights_only is False:
+            raise ValueError(
+                f"weights_only=False is refused for {path}: lit-kd reads every checkpoint without running code; to "
+                f"load a legacy pickle you trust, run with {TRUST_ENVIRONMENT_VARIABLE}=1"
+            )
         if "://" in str(path):
-            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        return safe_load(
-            path,
-            trust=weights_only is False,
-            map_location=map_location if map_location is not None else "cpu",
-            how_to_trust=None,
-        )
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return safe_load(path, map_location=map_location if map_location is not None else "cpu")
 
 
 def use_atomic_checkpoints(trainer: Trainer) -> None:

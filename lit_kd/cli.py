@@ -10,19 +10,24 @@ Examples:
 
 from __future__ import annotations
 
-import os
-import pickle
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_kd.checkpointing import safe_load, use_atomic_checkpoints
+from lit_kd.checkpointing import check_finite_weights, safe_load, use_atomic_checkpoints
 from lit_kd.data.base import InMemoryImageDataModule
+from lit_kd.errors import configuration_error, one_line_errors
 from lit_kd.loggers import LogConfigToLoggers
+
+#: LightningCLI's subcommands.
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: The usage line a parser error prints (argparse would print every option, about 50 lines, before the error).
+SHORT_USAGE = "lit-kd {command} --config RECIPE [--section.option VALUE ...]"
 
 
 class LitKDCLI(LightningCLI):
@@ -43,21 +48,50 @@ class LitKDCLI(LightningCLI):
             save_config_callback=LogConfigToLoggers,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            parser_kwargs={command: {"usage": SHORT_USAGE.format(command=command)} for command in SUBCOMMANDS},
             args=args,
             run=run,
         )
 
     def _parse_ckpt_path(self) -> None:
-        """Read ``--ckpt_path`` with :func:`~lit_kd.checkpointing.safe_load` first, so that a refused file is named.
+        """Check ``--ckpt_path`` without taking any setting from it (the configuration decides every setting).
 
-        LightningCLI reads the checkpoint's hyperparameters with ``torch.load(weights_only=True)`` too (safe), but its
-        error does not say which file was refused.
+        LightningCLI merges a checkpoint's stored hyperparameters over the recipe and the command line. lit-kd does
+        not: a file cannot switch settings on (trust, a teacher path to unpickle), an override such as
+        ``--model.temperature`` is not silently lost, and a path stored on another machine can be corrected. The file
+        is read without running code (:func:`~lit_kd.checkpointing.safe_load`) and must be a Lightning checkpoint
+        with finite weights; resuming (``fit``) a checkpoint of another method is refused, and each setting that
+        differs from the one the checkpoint was trained with is named in one warning (see
+        :func:`resumed_setting_changes`).
         """
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            safe_load(ckpt_path, how_to_trust=None)
-        super()._parse_ckpt_path()
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = safe_load(ckpt_path)
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+            raise ValueError(
+                f"ckpt_path: {ckpt_path} is not a Lightning checkpoint (it has no 'state_dict'); a network's weights "
+                "alone are read by --model.teacher_checkpoint (a teacher) or a pretrained student"
+            )
+        check_finite_weights(checkpoint["state_dict"], f"ckpt_path: {ckpt_path}")
+        if subcommand != "fit":
+            return
+        model = self.config[subcommand].get("model")
+        configured = model.as_dict() if hasattr(model, "as_dict") else dict(model or {})
+        stored = dict(checkpoint.get("hyper_parameters") or {})
+        stored_class = stored.get("_class_path")
+        if stored_class and configured.get("class_path") and stored_class != configured["class_path"]:
+            raise ValueError(
+                f"ckpt_path: {ckpt_path} was trained by {stored_class}, the configuration builds "
+                f"{configured['class_path']}: resume with the run's own recipe"
+            )
+        changes = resumed_setting_changes(stored, configured.get("init_args") or {})
+        if changes:
+            rank_zero_warn(
+                f"resuming {ckpt_path} with settings that differ from the ones it was trained with, so the run is no "
+                f"longer an exact continuation: {'; '.join(changes)}"
+            )
 
     def before_predict(self) -> None:
         """``lit-kd predict``: predictions go to ``<default_root_dir>/predictions.csv`` unless a writer is set."""
@@ -88,56 +122,70 @@ class LitKDCLI(LightningCLI):
         return trainer
 
 
-#: Set to ``1`` to see the full traceback of a configuration or data error instead of its one-line message.
-TRACEBACK_ENVIRONMENT_VARIABLE = "LIT_KD_TRACEBACK"
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, pickle.UnpicklingError)
-_PACKAGE_DIR = Path(__file__).resolve().parent
+#: Stored settings that a resume may change without a word: trust (no longer a setting) and locations.
+UNREPORTED_SETTINGS = ("trust_checkpoint",)
+UNREPORTED_SUFFIXES = ("_checkpoint", "_checkpoints", "_dir")
 
 
-def configuration_error(error: BaseException) -> BaseException | None:
-    """The innermost configuration or data error lit-kd raised in ``error``'s chain (``None`` if there is none).
+def resumed_setting_changes(stored: dict[str, Any], configured: dict[str, Any]) -> list[str]:
+    """The training settings of a resumed run that differ from its checkpoint's, as ``name=new (was old)``.
 
-    LightningCLI and jsonargparse wrap an error raised while a class is built (a teacher checkpoint that does not
-    fit, an unknown layer name) in their own, with the whole namespace; the original is the chain's cause. Errors
-    count when their type is a bad value, type, missing file or refused pickle and lit-kd's own code raised them.
+    What a resume keeps is the checkpoint's state: weights, optimiser and scheduler states, the loop position,
+    callbacks' states. Every setting comes from the configuration (recipe and command line). A changed plain
+    setting (a temperature, a loss weight, a rate) is reported; paths (``*_checkpoint``, ``*_checkpoints``,
+    ``*_dir``) and the networks' and factories' configurations (not stored) are not.
+
+    Example:
+        >>> resumed_setting_changes({"temperature": 4.0, "teacher_checkpoint": "a.ckpt"},
+        ...                         {"temperature": 2.0, "teacher_checkpoint": "b.ckpt"})
+        ['temperature=2.0 (was 4.0)']
     """
-    found, seen, current = None, set(), error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        frames = traceback.extract_tb(current.__traceback__)
-        if (
-            isinstance(current, _USER_ERRORS)
-            and frames
-            and Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE_DIR)
-        ):
-            found = current
-        suppressed = current.__suppress_context__ and current.__cause__ is None
-        current = current.__cause__ if current.__cause__ is not None else (None if suppressed else current.__context__)
-    return found
+    changes = []
+    for name, was in stored.items():
+        if name.startswith("_") or name in UNREPORTED_SETTINGS or name.endswith(UNREPORTED_SUFFIXES):
+            continue
+        if name not in configured or not _plain(was) or not _plain(configured[name]):
+            continue
+        if configured[name] != was:
+            changes.append(f"{name}={configured[name]!r} (was {was!r})")
+    return changes
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_plain(item) for item in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+#: The exit status of a run stopped by SIGTERM (128 + the signal's number, the shell's convention), so that
+#: ``lit-kd fit ... && lit-kd test ...`` does not go on with a half-trained model.
+SIGTERM_EXIT_STATUS = 143
 
 
 def main(args: ArgsType = None) -> None:
     """Entry point of ``lit-kd`` and ``python -m lit_kd``.
 
     A configuration or data error (:func:`configuration_error`) is printed as one line, ``lit-kd: error: ...``, and
-    the command exits with status 2; ``LIT_KD_TRACEBACK=1`` shows the full traceback instead.
+    the command exits with status 2; ``LIT_KD_TRACEBACK=1`` shows the full traceback instead. A run stopped by SIGTERM
+    (a scheduler's pre-emption, ``kill``) exits with status 143 after saving ``last.ckpt``
+    (:class:`~lit_kd.callbacks.ResumableCheckpoint`).
     """
     arguments = sys.argv[1:] if args is None else list(args)
     try:
-        if arguments and arguments[0] == "export":
-            from lit_kd.export import main as export_main
+        with one_line_errors():
+            if arguments and arguments[0] == "export":
+                from lit_kd.export import main as export_main
 
-            export_main(arguments[1:])
-        else:
-            LitKDCLI(args=args)
-    except Exception as error:
-        found = configuration_error(error)
-        if found is None or os.environ.get(TRACEBACK_ENVIRONMENT_VARIABLE, "") not in ("", "0"):
-            raise
+                export_main(arguments[1:])
+            else:
+                LitKDCLI(args=args)
+    except SIGTERMException:
         print(
-            f"lit-kd: error: {found}\n(set {TRACEBACK_ENVIRONMENT_VARIABLE}=1 for the full traceback)", file=sys.stderr
+            f"lit-kd: stopped by SIGTERM before the end of training; last.ckpt holds the weights reached (resume with "
+            f"--ckpt_path); exit status {SIGTERM_EXIT_STATUS}",
+            file=sys.stderr,
         )
-        raise SystemExit(2) from None
+        raise SystemExit(SIGTERM_EXIT_STATUS) from None
 
 
 if __name__ == "__main__":

@@ -11,9 +11,13 @@ Writes, under ``--output_dir``, as ``--formats`` asks:
 
 By default the exported programs include the input normalisation as their first layer, so a deployment feeds RGB
 images scaled to ``[0, 1]`` (NCHW); with ``--include_normalization false`` they expect inputs normalised with the
-record's ``normalization.mean``/``std``. The plain state dict is the network alone: its weights expect
-``network_normalization``. The network is rebuilt from the recipe (``--config`` and overrides, as for ``lit-kd
-fit``), never from a class the checkpoint names::
+record's ``normalization.mean``/``std``. A network that declares its own input normalisation (``input_mean``/
+``input_std``, as a :class:`~lit_kd.models.PretrainedNetwork` does) reads its inputs converted from the data's
+normalisation into its own, in the programs (an explicit layer of their graph) as in the training module, so the
+programs give the module's outputs. The plain state dict is the network alone: its weights expect
+``network_normalization`` (and, where only parts of the network declare one, each part listed under ``parts``
+expects its own). The network is rebuilt from the recipe (``--config`` and overrides, as for ``lit-kd fit``), never
+from a class the checkpoint names::
 
     lit-kd export --config recipes/cifar10/kd_resnet56_resnet20.yaml \
         --ckpt_path checkpoints/cifar10/kd_resnet56_resnet20/best.ckpt --output_dir exported/
@@ -26,15 +30,23 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lit_kd.checkpointing import safe_load
+from lit_kd.checkpointing import check_finite_weights, safe_load
 from lit_kd.data.synthetic import file_sha256
-from lit_kd.models.normalization import declared_normalization
+from lit_kd.models.normalization import (
+    InputConversion,
+    declared_normalization,
+    declaring_submodules,
+    input_conversion,
+    match_input_normalization,
+)
 
 FORMATS = ("state_dict", "export", "onnx")
 
@@ -57,6 +69,68 @@ class NormalizedNetwork(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """The network's output on ``(images - mean) / std``."""
         return self.network((images - self.mean) / self.std)
+
+
+class ConvertedInputs(nn.Module):
+    """A network that declares its own input normalisation, fed inputs in the data's: the conversion is its first layer.
+
+    The explicit form of the forward pre-hook a training module puts on such a network (the same ``scale`` and
+    ``shift`` as :class:`~lit_kd.models.normalization.InputConversion`), so that the conversion is a part of the
+    traced programs' graph rather than a hook the network may not carry (a module that was never set up has none).
+
+    Example:
+        >>> network = ConvertedInputs(nn.Identity(), InputConversion((0.5,), (0.5,), (0.0,), (1.0,)))
+        >>> network(torch.full((1, 1, 1, 1), -1.0)).item()
+        0.0
+    """
+
+    def __init__(self, network: nn.Module, conversion: InputConversion) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("scale", conversion.scale.detach().clone().float())
+        self.register_buffer("shift", conversion.shift.detach().clone().float())
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The network's output on ``images * scale + shift`` (``images`` in the data's normalisation)."""
+        return self.network(images * self.scale + self.shift)
+
+
+def _declaring_parts(network: nn.Module) -> dict[str, nn.Module]:
+    """The parts of ``network`` that declare their own input normalisation, where ``network`` itself declares none."""
+    return {} if declared_normalization(network) is not None else declaring_submodules(network)
+
+
+@contextmanager
+def _deployed(
+    network: nn.Module, mean: Sequence[float], std: Sequence[float], include_normalization: bool
+) -> Iterator[nn.Module]:
+    """``network`` as the exported programs run it: the data's normalisation (if included), then the conversions.
+
+    The conversions are those a training module applies for data normalised with ``mean``/``std``: a network that
+    declares its own normalisation gets the conversion as its first layer (:class:`ConvertedInputs`); where only
+    parts of it declare one, each outermost part gets the conversion hook for the time of the export (the trace
+    records it). Conversion hooks ``network`` carried before (a module that was set up) are set aside meanwhile, so
+    that nothing is converted twice, and put back on exit.
+    """
+    saved = {module: dict(module._forward_pre_hooks) for module in network.modules()}
+    try:
+        for module in saved:
+            for key, hook in list(module._forward_pre_hooks.items()):
+                if isinstance(hook, InputConversion):
+                    del module._forward_pre_hooks[key]
+        for part in _declaring_parts(network).values():
+            match_input_normalization(part, mean, std)
+        program: nn.Module = network
+        conversion = input_conversion(network, mean, std)
+        if conversion is not None:
+            program = ConvertedInputs(program, conversion)
+        if include_normalization:
+            program = NormalizedNetwork(program, tuple(mean), tuple(std))
+        yield program.eval()
+    finally:
+        for module, hooks in saved.items():
+            module._forward_pre_hooks.clear()
+            module._forward_pre_hooks.update(hooks)
 
 
 def exported_network(module: nn.Module, network: str | int = "best") -> tuple[nn.Module, str]:
@@ -112,12 +186,14 @@ def export(
     if "onnx" in formats and importlib.util.find_spec("onnx") is None:
         raise ValueError("--formats onnx needs the onnx package: pip install onnx")
     chosen, key = exported_network(module, network)
+    prefix = key.replace("[", ".").replace("]", "")  # networks[1] -> networks.1, as in the checkpoint
+    source = f"checkpoint {checkpoint}" if checkpoint is not None else "the module"
+    check_finite_weights({f"{prefix}.{name}": value for name, value in chosen.state_dict().items()}, source)
     chosen = chosen.eval().float()
     mean, std = tuple(datamodule.mean), tuple(datamodule.std)
     input_shape = tuple(datamodule.input_shape)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    deployed = NormalizedNetwork(chosen, mean, std).eval() if include_normalization else chosen
     example = torch.rand(2, *input_shape)
     if not include_normalization:
         example = (example - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
@@ -126,25 +202,27 @@ def export(
         path = output_dir / f"{name}.pt"
         torch.save({k: v.detach().cpu().contiguous() for k, v in chosen.state_dict().items()}, path)
         files["state_dict"] = path.name
-    if "export" in formats:
-        path = output_dir / f"{name}.pt2"
-        batch = torch.export.Dim("batch", min=1)
-        program = torch.export.export(deployed, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, path)
-        files["export"] = path.name
-    if "onnx" in formats:
-        path = output_dir / f"{name}.onnx"
-        torch.onnx.export(
-            deployed,
-            (example,),
-            str(path),
-            input_names=["images"],
-            output_names=["outputs"],
-            dynamic_axes={"images": {0: "batch"}, "outputs": {0: "batch"}},
-            dynamo=False,
-        )
-        files["onnx"] = path.name
+    with _deployed(chosen, mean, std, include_normalization) as program_module:
+        if "export" in formats:
+            path = output_dir / f"{name}.pt2"
+            batch = torch.export.Dim("batch", min=1)
+            program = torch.export.export(program_module, (example,), dynamic_shapes=({0: batch},))
+            torch.export.save(program, path)
+            files["export"] = path.name
+        if "onnx" in formats:
+            path = output_dir / f"{name}.onnx"
+            torch.onnx.export(
+                program_module,
+                (example,),
+                str(path),
+                input_names=["images"],
+                output_names=["outputs"],
+                dynamic_axes={"images": {0: "batch"}, "outputs": {0: "batch"}},
+                dynamo=False,
+            )
+            files["onnx"] = path.name
     declared = declared_normalization(chosen)
+    parts = {path: declared_normalization(part) for path, part in _declaring_parts(chosen).items()}
     task = getattr(datamodule, "task", "classification")
     record = {
         "format": "lit-kd exported network",
@@ -162,6 +240,11 @@ def export(
         "network_normalization": {
             "mean": list((declared or (mean, std))[0]),
             "std": list((declared or (mean, std))[1]),
+            **(
+                {"parts": {path: {"mean": list(part[0]), "std": list(part[1])} for path, part in parts.items()}}
+                if parts
+                else {}
+            ),
         },
         "task": task,
         **({"target_scale": float(datamodule.target_scale)} if task == "regression" else {}),
@@ -178,7 +261,7 @@ def export(
 
 def load_trained(module: nn.Module, checkpoint: str | Path) -> None:
     """Load a method checkpoint into ``module`` as Lightning would (its hooks first), without running code."""
-    state = safe_load(checkpoint, how_to_trust=None)
+    state = safe_load(checkpoint)
     if hasattr(module, "on_load_checkpoint"):
         module.on_load_checkpoint(state)
     module.load_state_dict(state["state_dict"])

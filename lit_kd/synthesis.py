@@ -26,29 +26,30 @@ from torch import Tensor, nn
 from lit_kd.checkpointing import load_network_weights, safe_load
 from lit_kd.data.base import InMemoryImageDataModule
 from lit_kd.data.synthetic import file_sha256, save_synthetic_set
+from lit_kd.errors import one_line_errors
 from lit_kd.models.normalization import match_input_normalization
 
 
 def gan_network_allowlist() -> dict[str, type[nn.Module]]:
-    """The classes a cGAN checkpoint may name for its networks: lit-kd's own networks (``lit_kd.models``)."""
-    import lit_kd.models as zoo
+    """The classes a cGAN checkpoint may name for its networks: lit-kd's generators and discriminators.
 
-    classes = (getattr(zoo, name) for name in zoo.__all__)
-    return {
-        f"{cls.__module__}.{cls.__qualname__}": cls
-        for cls in classes
-        if isinstance(cls, type) and issubclass(cls, nn.Module)
-    }
+    Only these: a record naming another lit-kd network could pass it arguments that act outside the file (a
+    :class:`~lit_kd.models.PretrainedNetwork` with ``weights_dir`` and ``download`` creates a folder and downloads).
+    """
+    from lit_kd.models.gan import ConditionalGenerator, ProjectionDiscriminator
+
+    return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (ConditionalGenerator, ProjectionDiscriminator)}
 
 
 def load_conditional_gan(
-    path: str | Path, allowed_classes: list[type[nn.Module]] | None = None, trust: bool = False
+    path: str | Path, allowed_classes: list[type[nn.Module]] | None = None
 ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Rebuild the generator and discriminator of a :class:`~lit_kd.methods.ConditionalGAN` checkpoint.
 
     The file is read without running code (:func:`~lit_kd.checkpointing.safe_load`; a legacy pickle only with
-    ``trust``). The record names the networks' classes: only lit-kd's own networks (:func:`gan_network_allowlist`)
-    and the ``allowed_classes`` the caller names are built; the file never makes lit-kd import a module.
+    ``LIT_KD_TRUST_CHECKPOINTS=1``). The record names the networks' classes: only lit-kd's own networks
+    (:func:`gan_network_allowlist`) and the ``allowed_classes`` the caller names are built; the file never makes
+    lit-kd import a module.
 
     Returns both networks (in eval mode) and the checkpoint's ``conditional_gan`` record (network configs, vicinity
     parameters, training-label range for continuous labels).
@@ -57,7 +58,7 @@ def load_conditional_gan(
         ValueError: the file is no cGAN checkpoint, or names a class outside the allow-list (the message lists it).
     """
     path = Path(path).expanduser()
-    checkpoint = safe_load(path, trust=trust, how_to_trust="pass --trust_checkpoint true")
+    checkpoint = safe_load(path)
     record = checkpoint.get("conditional_gan") if isinstance(checkpoint, dict) else None
     if record is None:
         raise ValueError(f"{path} is not a lit_kd.methods.ConditionalGAN checkpoint (no 'conditional_gan' record)")
@@ -301,7 +302,6 @@ def run(
     batch_size: int = 500,
     seed: int = 0,
     device: str = "auto",
-    trust_checkpoint: bool = False,
     allowed_classes: list[str] | None = None,
 ) -> Path:
     """Stage 2 of cGAN-KD: synthesise, filter and relabel with the teacher, save with provenance; returns the folder.
@@ -325,7 +325,6 @@ def run(
         batch_size: generation and teacher batch size.
         seed: seed of the generator noise and of the subsampling.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
-        trust_checkpoint: load legacy pickles (GAN or teacher checkpoint) in full; they can run code.
         allowed_classes: class paths of your own generator/discriminator classes the GAN checkpoint may name (lit-kd's
             own networks are always allowed); each is imported because you named it here.
     """
@@ -337,8 +336,8 @@ def run(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     target = torch.device(device)
     extra = [_import_class(class_path) for class_path in allowed_classes or []]
-    generator, discriminator, record = load_conditional_gan(gan_checkpoint, extra, trust=trust_checkpoint)
-    load_network_weights(teacher, teacher_checkpoint, trust=trust_checkpoint)
+    generator, discriminator, record = load_conditional_gan(gan_checkpoint, extra)
+    load_network_weights(teacher, teacher_checkpoint)
     expected = None if data.task == "regression" else data.num_classes
     if generator.num_classes != expected or generator.image_size != data.image_size:
         raise ValueError(
@@ -412,7 +411,8 @@ def main(args: list[str] | None = None) -> None:
     """``python -m lit_kd.synthesis``: :func:`run` from the command line (options as its arguments, or ``--config``)."""
     from jsonargparse import CLI
 
-    directory = CLI(run, args=args, as_positional=False)
+    with one_line_errors("python -m lit_kd.synthesis"):
+        directory = CLI(run, args=args, as_positional=False)
     print(f"synthetic set written to {directory}")
 
 

@@ -128,3 +128,17 @@ def fit_args(recipe: str, data_dir: Path, *options: str, **settings: Any) -> lis
         text = str(value).lower() if isinstance(value, bool) else str(value)
         args += [f"--{key.replace('__', '.')}", text]
     return args
+
+
+class SigtermAtStep(pl.Callback):
+    """Sends this process a real SIGTERM after training step ``step`` (a scheduler's pre-emption, ``kill <pid>``)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)

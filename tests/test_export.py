@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import re
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -15,6 +16,7 @@ from helpers import TinyNet, fit_args, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.tuner import Tuner
 
 from lit_kd.callbacks import PredictionWriter
+from lit_kd.checkpointing import safe_load
 from lit_kd.cli import main as lit_kd_main
 from lit_kd.data import CIFAR10DataModule, UTKFaceDataModule
 from lit_kd.export import export, load_trained
@@ -25,7 +27,8 @@ from lit_kd.methods import (
     HintonKD,
     SupervisedModule,
 )
-from lit_kd.models import DFADGenerator, create_model
+from lit_kd.models import CifarResNet, DFADGenerator, create_model
+from lit_kd.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 
 def real_looking_images(count: int = 6, size: int = 32) -> torch.Tensor:
@@ -170,6 +173,188 @@ def test_regression_export_records_the_target_scale(tmp_path: Path) -> None:
     module = SupervisedModule(create_model("resnet8", num_classes=1))
     record = export(module, UTKFaceDataModule("unused"), tmp_path, formats=("state_dict",))
     assert record["task"] == "regression" and record["target_scale"] == 60.0 and record["input_size"] == [3, 64, 64]
+
+
+# ------------------------------------------------------------------------------ a student with its own normalisation
+class ImageNetNormalisedResNet(CifarResNet):
+    """A student like ``PretrainedNetwork("cifar10_resnet20")`` (zero-pad ResNet-20 declaring the ImageNet statistics,
+    not the data's), with random weights: nothing is downloaded."""
+
+    input_mean, input_std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(depth=20, num_classes=num_classes, shortcut="zero_pad")
+
+
+class WrapsANormalisedNetwork(torch.nn.Module):
+    """A student of which only a part (``backbone``) declares its input normalisation."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.backbone = ImageNetNormalisedResNet(num_classes)
+        self.head = torch.nn.Linear(num_classes, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+
+ONNX_RUNS = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
+
+
+@pytest.fixture(scope="module")
+def pretrained_style_run(tmp_path_factory: pytest.TempPathFactory, cifar_folder: Path) -> tuple[Path, list[str], Path]:
+    """``recipes/cifar10/adapt_pretrained_resnet56.yaml`` run for two steps through lit-kd fit, its student an
+    :class:`ImageNetNormalisedResNet`; returns the folder (the working directory to use), recipe arguments and
+    checkpoint."""
+    root = tmp_path_factory.mktemp("pretrained_style")
+    args = fit_args(
+        "cifar10/adapt_pretrained_resnet56.yaml",
+        cifar_folder,
+        "--model.student",
+        f"{__name__}.ImageNetNormalisedResNet",
+        data__batch_size=16,
+        data__use_cache=False,
+        trainer__max_epochs=1,
+        trainer__limit_train_batches=2,
+        trainer__limit_val_batches=1,
+        trainer__default_root_dir=root,
+        trainer__enable_progress_bar=False,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        lit_kd_main(args)
+    return root, args[1:], root / "checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt"
+
+
+def as_fed_to_the_module(count: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] and the same batch as the module sees it (normalised by the DataModule, as in training)."""
+    generator = torch.Generator().manual_seed(11)
+    uint8_images = torch.stack([class_image(index % 10, 32, generator) for index in range(count)])
+    batch, _ = CIFAR10DataModule("unused").on_after_batch_transfer((uint8_images, torch.zeros(count)), 0)
+    return uint8_images.float() / 255, batch
+
+
+def program_inputs(record: dict, images01: torch.Tensor) -> torch.Tensor:
+    """What the record says the exported programs read: images in [0, 1], or normalised with its mean/std."""
+    if record["normalization"]["included"]:
+        return images01
+    mean = torch.tensor(record["normalization"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(record["normalization"]["std"]).view(1, 3, 1, 1)
+    return (images01 - mean) / std
+
+
+def exported_outputs(folder: Path, record: dict, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs of each exported program (``.pt2``, and ``.onnx`` where onnxruntime is installed) on ``inputs``."""
+    outputs = {}
+    with torch.no_grad():
+        outputs["export"] = torch.export.load(folder / record["files"]["export"]).module()(inputs)
+    if "onnx" in record["files"] and ONNX_RUNS:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(
+            str(folder / record["files"]["onnx"]), providers=["CPUExecutionProvider"]
+        )
+        outputs["onnx"] = torch.from_numpy(session.run(None, {"images": inputs.numpy()})[0])
+    return outputs
+
+
+@pytest.mark.parametrize("include_normalization", [True, False])
+def test_programs_of_a_student_with_its_own_normalisation_convert_inputs_as_the_module_does(
+    pretrained_style_run, include_normalization: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, recipe_args, checkpoint = pretrained_style_run
+    monkeypatch.chdir(root)
+    folder = root / f"out_{include_normalization}"
+    formats = ["state_dict", "export"] + (["onnx"] if importlib.util.find_spec("onnx") else [])
+    lit_kd_main(
+        [
+            "export",
+            *recipe_args,
+            "--ckpt_path",
+            str(checkpoint),
+            "--output_dir",
+            str(folder),
+            "--formats",
+            *formats,
+            "--include_normalization",
+            str(include_normalization).lower(),
+        ]
+    )
+    record = json.loads((folder / "student.json").read_text())
+    assert record["normalization"]["included"] == include_normalization
+    assert record["normalization"]["mean"] == list(CIFAR10DataModule.mean)
+    assert record["network_normalization"] == {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    module = SupervisedModule(ImageNetNormalisedResNet())
+    load_trained(module, checkpoint)
+    module.convert_inputs_for_networks(CIFAR10DataModule("unused"))  # as its setup does for training and testing
+    images01, batch = as_fed_to_the_module()
+    with torch.no_grad():
+        expected = module.eval()(batch)
+    plain = ImageNetNormalisedResNet()  # the student without the conversion: far from the module
+    plain.load_state_dict(module.student.state_dict())
+    with torch.no_grad():
+        assert (plain.eval()(batch) - expected).abs().max() > 1e-2
+    outputs = exported_outputs(folder, record, program_inputs(record, images01))
+    assert set(outputs) == ({"export", "onnx"} if ONNX_RUNS else {"export"})
+    for file_format, output in outputs.items():
+        torch.testing.assert_close(
+            output, expected, rtol=0, atol=1e-4, msg=lambda text, name=file_format: f"{name}: {text}"
+        )
+    network = ImageNetNormalisedResNet()  # the state dict: the network alone, read in network_normalization
+    network.load_state_dict(torch.load(folder / record["files"]["state_dict"], weights_only=True))
+    mean = torch.tensor(record["network_normalization"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(record["network_normalization"]["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(network.eval()((images01 - mean) / std), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("student", [ImageNetNormalisedResNet, WrapsANormalisedNetwork])
+def test_exporting_a_set_up_module_converts_once_and_leaves_its_conversion_in_place(student, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = SupervisedModule(student()).eval()
+    data = CIFAR10DataModule("unused")
+    module.convert_inputs_for_networks(data)  # the conversion hook a set-up module carries
+    images01, batch = as_fed_to_the_module()
+    with torch.no_grad():
+        expected = module(batch)
+    formats = ("export", "onnx") if importlib.util.find_spec("onnx") else ("export",)
+    for include_normalization in (True, False):
+        folder = tmp_path / str(include_normalization)
+        record = export(module, data, folder, formats=formats, include_normalization=include_normalization)
+        for file_format, output in exported_outputs(folder, record, program_inputs(record, images01)).items():
+            torch.testing.assert_close(
+                output, expected, rtol=0, atol=1e-4, msg=lambda text, name=file_format: f"{name}: {text}"
+            )
+    if student is WrapsANormalisedNetwork:
+        assert record["network_normalization"]["parts"] == {
+            "backbone": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        }
+    with torch.no_grad():
+        torch.testing.assert_close(module(batch), expected, rtol=0, atol=0)  # the module still converts, once
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(
+    pretrained_style_run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    root, recipe_args, checkpoint = pretrained_style_run
+    monkeypatch.chdir(root)
+    state = safe_load(checkpoint)
+    state["state_dict"]["student.stages.1.0.bn1.running_var"][3] = float("nan")  # a buffer, then a later parameter
+    state["state_dict"]["student.classifier.weight"][0, 0] = float("inf")
+    diverged = root / "diverged.ckpt"
+    torch.save(state, diverged)
+    message = (
+        f"checkpoint {diverged} holds non-finite weights (NaN or inf), first in 'student.stages.1.0.bn1.running_var'"
+    )
+    module = SupervisedModule(ImageNetNormalisedResNet())
+    load_trained(module, diverged)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        export(module, CIFAR10DataModule("unused"), root / "refused", checkpoint=diverged)
+    with pytest.raises(SystemExit) as exited:
+        lit_kd_main(["export", *recipe_args, "--ckpt_path", str(diverged), "--output_dir", str(root / "refused")])
+    assert exited.value.code not in (0, None)
+    assert capsys.readouterr().err.splitlines()[0].startswith(f"lit-kd: error: {message}")
+    assert not (root / "refused").exists()
 
 
 # ------------------------------------------------------------------------------------------------ predict

@@ -30,7 +30,7 @@ def monitored_checkpoints(recipe: dict) -> list[dict]:
     return [
         c.get("init_args", {})
         for c in callbacks
-        if c["class_path"].endswith("ModelCheckpoint") and c.get("init_args", {}).get("monitor")
+        if c["class_path"].endswith("Checkpoint") and c.get("init_args", {}).get("monitor")
     ]
 
 

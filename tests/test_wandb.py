@@ -154,7 +154,7 @@ def test_every_recipe_logs_config_and_metrics_to_wandb(
     monitored = {
         callback["init_args"]["monitor"]
         for callback in recipe_config["trainer"].get("callbacks", [])
-        if callback["class_path"].endswith("ModelCheckpoint") and callback["init_args"].get("monitor")
+        if callback["class_path"].endswith("Checkpoint") and callback["init_args"].get("monitor")
     }
     summary = dict(logger.experiment.summary)
     assert monitored <= set(summary), f"{sorted(monitored - set(summary))} not logged to W&B"
@@ -184,7 +184,9 @@ def test_offline_distillation_run_holds_config_metrics_and_checkpoint_artifacts(
     assert {artifact["original_filename"] for artifact in run.artifacts} == {"best.ckpt", "last.ckpt"}
     assert all(artifact["type"] == "model" and "latest" in artifact["aliases"] for artifact in run.artifacts)
     best = next(artifact for artifact in run.artifacts if artifact["original_filename"] == "best.ckpt")
-    assert "best" in best["aliases"] and best["ModelCheckpoint"]["monitor"] == "val/acc"
+    assert (
+        "best" in best["aliases"] and best["ResumableCheckpoint"]["monitor"] == "val/acc"
+    )  # the recipes' callback class
 
 
 def test_offline_online_distillation_run_logs_every_network(

@@ -3,6 +3,7 @@
 from lit_kd.callbacks.bss import BoundarySampleMining, BoundarySamples
 from lit_kd.callbacks.bss_gallery import BoundarySampleGallery
 from lit_kd.callbacks.cgan_gallery import GeneratorGallery
+from lit_kd.callbacks.checkpoint import ResumableCheckpoint
 from lit_kd.callbacks.cyclic import CyclicPairSchedule
 from lit_kd.callbacks.dfad_gallery import DFADGallery
 from lit_kd.callbacks.discriminator_schedule import DiscriminatorUpdateSchedule
@@ -19,4 +20,5 @@ __all__ = [
     "GeneratorGallery",
     "GeneratorUpdateSchedule",
     "PredictionWriter",
+    "ResumableCheckpoint",
 ]

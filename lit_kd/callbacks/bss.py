@@ -219,7 +219,7 @@ class BoundarySampleMining(pl.Callback):
                 raise ValueError(f"BoundarySampleMining: {name} must be >= 1, got {value}")
         if num_epochs is not None and num_steps_total is not None:
             raise ValueError("BoundarySampleMining: set num_epochs or num_steps_total, not both")
-        if step_size <= 0:
+        if not step_size > 0:
             raise ValueError(f"BoundarySampleMining: step_size must be > 0, got {step_size}")
         if isinstance(clamp_range, str) and clamp_range != "image":
             raise ValueError(
@@ -321,7 +321,7 @@ class BoundarySampleMining(pl.Callback):
             teacher_logits: the teacher's logits on ``images`` (already computed for the KD term).
             student_logits: the student's logits on ``images`` (used detached, to rank base samples).
         """
-        if self.boundary_weight <= 0:
+        if not self.boundary_weight > 0:
             return None
         if self._totals is None:
             raise RuntimeError("BoundarySampleMining.mine() runs during training, after on_train_epoch_start")

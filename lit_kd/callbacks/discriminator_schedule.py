@@ -43,7 +43,7 @@ class DiscriminatorUpdateSchedule(Callback):
             raise ValueError(f"steps_per_update must be a positive integer, got {steps_per_update}")
         if start_step < 0 or (stop_step is not None and stop_step < start_step):
             raise ValueError(f"need 0 <= start_step <= stop_step, got start_step={start_step}, stop_step={stop_step}")
-        if lr is not None and lr <= 0:
+        if lr is not None and not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.every_n_steps = every_n_steps
         self.steps_per_update = steps_per_update

@@ -46,7 +46,7 @@ class GeneratorUpdateSchedule(Callback):
                 f"student_steps and generator_steps must be >= 1, got {student_steps} and {generator_steps}"
             )
         for name, lr in (("student_lr", student_lr), ("generator_lr", generator_lr)):
-            if lr is not None and lr <= 0:
+            if lr is not None and not lr > 0:
                 raise ValueError(f"{name} must be > 0 or None, got {lr}")
         self.student_steps = student_steps
         self.generator_steps = generator_steps

@@ -22,7 +22,7 @@ def soft_target_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: 
         >>> soft_target_kl(logits, logits).item()
         0.0
     """
-    if temperature <= 0:
+    if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=-1)
@@ -41,7 +41,7 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperatu
         >>> round(soft_cross_entropy(torch.zeros(1, 4), torch.zeros(1, 4)).item(), 6) == round(math.log(4), 6)
         True
     """
-    if temperature <= 0:
+    if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     teacher_probs = F.softmax(teacher_logits / temperature, dim=-1)
     return -(teacher_probs * F.log_softmax(student_logits / temperature, dim=-1)).sum(dim=-1).mean()

@@ -22,10 +22,10 @@ from torch.utils._pytree import tree_map
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_kd.checkpointing import load_network_weights
+from lit_kd.checkpointing import check_finite_weights, load_network_weights, refuse_trust_setting
 from lit_kd.methods.regression import regression_loss, regression_metrics, regression_predictions
 from lit_kd.models.inference import inference_copy, use_channels_last
-from lit_kd.models.normalization import declared_normalization, match_input_normalization
+from lit_kd.models.normalization import declaring_submodules, match_input_normalization
 
 
 def default_optimizer(parameters: Any) -> Optimizer:
@@ -113,6 +113,24 @@ def load_scalers(module: LightningModule, checkpoint: dict[str, Any]) -> None:
     module.__dict__["_scalers"] = {}
 
 
+def check_learning_rates(optimizers: list[Optimizer], owner: str) -> None:
+    """Refuse a negative or non-finite learning rate in any parameter group, before the first update.
+
+    Raises:
+        ValueError: naming ``owner``, the optimiser (index and class), the group and the rate.
+    """
+    for index, optimizer in enumerate(optimizers):
+        for group_index, group in enumerate(optimizer.param_groups):
+            rate = group.get("lr")
+            if isinstance(rate, Tensor):
+                rate = float(rate)
+            if isinstance(rate, float | int) and not (rate >= 0 and rate < float("inf")):
+                raise ValueError(
+                    f"{owner}: optimiser {index} ({type(optimizer).__name__}), parameter group {group_index} has "
+                    f"learning rate {rate}: it must be a finite number >= 0"
+                )
+
+
 def stop_on_non_finite_loss(module: LightningModule, loss: Tensor) -> None:
     """Raise ``FloatingPointError`` naming the method, step and batch if ``loss`` is NaN or infinite.
 
@@ -180,6 +198,8 @@ class StudentModule(LightningModule):
         learning_rate: float | None = None,
     ) -> None:
         super().__init__()
+        if learning_rate is not None and not learning_rate > 0:
+            raise ValueError(f"learning_rate must be a positive number, got {learning_rate}")
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
         self.learning_rate = learning_rate
         self.channels_last = channels_last
@@ -264,18 +284,9 @@ class StudentModule(LightningModule):
         says so).
         """
         mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
-        declaring: list[str] = []
-
-        def visit(prefix: str, module: nn.Module) -> None:
-            for name, child in module.named_children():
-                path = f"{prefix}{name}"
-                if declared_normalization(child) is not None:
-                    match_input_normalization(child, mean, std)
-                    declaring.append(path)
-                else:
-                    visit(f"{path}.", child)
-
-        visit("", self)
+        declaring = list(declaring_submodules(self))
+        for path in declaring:
+            match_input_normalization(self.get_submodule(path), mean, std)
         if declaring and (mean is None or std is None):
             rank_zero_warn(
                 f"{type(self).__name__}: {declaring} declare their input normalisation (input_mean/input_std) but "
@@ -348,7 +359,8 @@ class StudentModule(LightningModule):
         """The method itself: loss terms for one batch (``"loss"`` is optimised, all are logged) and the logits."""
 
     def on_fit_start(self) -> None:
-        """Remember the run's seed (set by ``seed_everything``) as the base of the per-batch seeds."""
+        """Refuse negative or NaN learning rates; remember the run's seed as the base of the per-batch seeds."""
+        check_learning_rates(self.trainer.optimizers, type(self).__name__)
         self._base_seed = torch.initial_seed()
 
     def refuse_lr_find(self) -> None:
@@ -519,10 +531,9 @@ class DistillationModule(StudentModule):
         teacher: the teacher's architecture (its weights come from ``teacher_checkpoint``).
         teacher_checkpoint: where the teacher's weights are; ``None`` keeps the weights the teacher was built with
             (a :class:`~lit_kd.models.PretrainedNetwork`, or a teacher already trained in Python; a warning unless
-            it is pretrained). Read without running code (:func:`~lit_kd.checkpointing.safe_load`).
+            it is pretrained). Read without running code (:func:`~lit_kd.checkpointing.safe_load`; a legacy pickle
+            only when the process runs with ``LIT_KD_TRUST_CHECKPOINTS=1``, the one switch that trusts a file).
         save_teacher: also store the teacher's weights in this module's checkpoints.
-        trust_checkpoint: load a legacy pickle at ``teacher_checkpoint`` in full (it can run code: only for files
-            from a trusted source; ``LIT_KD_TRUST_CHECKPOINTS=1`` does the same). A warning names the file.
         fast_teacher: run the teacher as an inference copy with every BatchNorm folded into the convolution before
             it (:func:`~lit_kd.models.inference.inference_copy`; same outputs to float tolerance, fewer operations),
             under ``torch.inference_mode`` where no gradient is needed. ``teacher``'s own weights, its state dict and
@@ -542,17 +553,18 @@ class DistillationModule(StudentModule):
         teacher: nn.Module,
         teacher_checkpoint: str | None = None,
         save_teacher: bool = False,
-        trust_checkpoint: bool = False,
         fast_teacher: bool = True,
         compile_teacher: bool = False,
         teacher_precision: Literal["32", "16", "bf16"] = "32",
         **kwargs: Any,
     ) -> None:
+        refuse_trust_setting(kwargs)
         super().__init__(student=student, **kwargs)
         if teacher_precision not in ("32", "16", "bf16"):
             raise ValueError(f"teacher_precision must be '32', '16' or 'bf16', got {teacher_precision!r}")
         if teacher_checkpoint is not None:
-            load_network_weights(teacher, teacher_checkpoint, trust=trust_checkpoint, argument="teacher_checkpoint")
+            load_network_weights(teacher, teacher_checkpoint, argument="teacher_checkpoint")
+            check_finite_weights(teacher.state_dict(), f"teacher_checkpoint: {teacher_checkpoint}")
         elif getattr(teacher, "weights_name", None) is None:
             rank_zero_warn(
                 f"{type(self).__name__}: teacher_checkpoint is None, so the teacher keeps the weights it was built "

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lit_kd.cli import LitKDCLI
+from lit_kd.errors import one_line_errors
 
 
 def generation_config(recipe: dict[str, Any], generation: int, teacher_checkpoint: str, folder: Path) -> dict:
@@ -63,6 +64,8 @@ def run_generations(
         raise ValueError(f"generations must be >= 1, got {generations}")
     if any(arg.startswith("--model.teacher_checkpoint") for arg in cli_args or []):
         raise ValueError("pass generation 0's teacher as teacher_checkpoint (--teacher_checkpoint), not in cli_args")
+    if not Path(config).is_file():
+        raise FileNotFoundError(f"config: {config} does not exist")
     recipe = yaml.safe_load(Path(config).read_text())
     teacher_checkpoint = teacher_checkpoint or recipe.get("model", {}).get("init_args", {}).get("teacher_checkpoint")
     if teacher_checkpoint is None:
@@ -100,7 +103,8 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--output_dir", required=True, help="folder for checkpoints and generations.json")
     parser.add_argument("--teacher_checkpoint", help="generation 0's teacher (default: the recipe's)")
     known, cli_args = parser.parse_known_args(args)
-    records = run_generations(known.config, known.generations, known.output_dir, cli_args, known.teacher_checkpoint)
+    with one_line_errors("python -m lit_kd.methods.born_again"):
+        records = run_generations(known.config, known.generations, known.output_dir, cli_args, known.teacher_checkpoint)
     for record in records:
         print(f"generation {record['generation']}: test/acc {record['test'].get('test/acc', float('nan')):.4f}")
 

@@ -34,7 +34,7 @@ class BSSDistillation(DistillationModule):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, temperature: float = 3.0, **kwargs: Any) -> None:
         super().__init__(student=student, teacher=teacher, **kwargs)
-        if temperature <= 0:
+        if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.boundary_mining: BoundarySampleMining | None = None

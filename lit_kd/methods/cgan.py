@@ -21,6 +21,7 @@ from lit_kd.losses.gan import (
 )
 from lit_kd.methods.base import (
     broadcast_buffers,
+    check_learning_rates,
     load_scalers,
     optimizer_scaler,
     reseed_for_batch,
@@ -143,7 +144,8 @@ class ConditionalGAN(LightningModule):
         ]
 
     def on_fit_start(self) -> None:
-        """Remember the run's seed as the base of the per-batch seeds."""
+        """Refuse negative or NaN learning rates; remember the run's seed as the base of the per-batch seeds."""
+        check_learning_rates(self.trainer.optimizers, type(self).__name__)
         self._base_seed = torch.initial_seed()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

@@ -81,8 +81,7 @@ class EnsembleDistillation(DistillationModule):
             checkpoint, or when the members are :class:`~lit_kd.models.PretrainedNetwork` s.
         temperature: softening temperature ``T``.
         ce_weight: weight of the label cross-entropy.
-        **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``trust_checkpoint`` (also for ``teacher_checkpoints``),
-            ``num_classes``, ``optimizer``, ``lr_scheduler``.
+        **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
 
     hparams_ignore = (*DistillationModule.hparams_ignore, "teachers")
@@ -96,7 +95,7 @@ class EnsembleDistillation(DistillationModule):
         ce_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        if temperature <= 0 or ce_weight < 0:
+        if not temperature > 0 or not ce_weight >= 0:
             raise ValueError(f"temperature must be > 0 and ce_weight >= 0, got {temperature} and {ce_weight}")
         teacher = LogitEnsemble(teachers)
         with warnings.catch_warnings():
@@ -108,8 +107,7 @@ class EnsembleDistillation(DistillationModule):
                         f"teacher_checkpoints has {len(teacher_checkpoints)} entries for {len(teachers)} teachers"
                     )
                 for index, (member, path) in enumerate(zip(teachers, teacher_checkpoints, strict=True)):
-                    trust = kwargs.get("trust_checkpoint", False)
-                    load_network_weights(member, path, trust=trust, argument=f"teacher_checkpoints[{index}]")
+                    load_network_weights(member, path, argument=f"teacher_checkpoints[{index}]")
             if teacher_checkpoints is not None or all(getattr(m, "weights_name", None) for m in teachers):
                 warnings.filterwarnings("ignore", message=".*teacher_checkpoint is None")  # members are loaded
             super().__init__(student=student, teacher=teacher, **kwargs)

@@ -29,7 +29,7 @@ class HintonKD(DistillationModule):
         self, student: nn.Module, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9, **kwargs: Any
     ) -> None:
         super().__init__(student=student, teacher=teacher, **kwargs)
-        if temperature <= 0:
+        if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")

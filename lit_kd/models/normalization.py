@@ -85,13 +85,10 @@ def match_input_normalization(
     for key, hook in list(network._forward_pre_hooks.items()):
         if isinstance(hook, InputConversion):
             del network._forward_pre_hooks[key]
-    declared = declared_normalization(network)
-    if declared is None or data_mean is None or data_std is None:
+    conversion = input_conversion(network, data_mean, data_std)
+    if conversion is None:
         return False
-    data = (tuple(float(v) for v in data_mean), tuple(float(v) for v in data_std))
-    if all(abs(a - b) < 1e-7 for pair in zip(declared, data, strict=True) for a, b in zip(*pair, strict=True)):
-        return False
-    network.register_forward_pre_hook(InputConversion(*data, *declared))
+    network.register_forward_pre_hook(conversion)
     return True
 
 
@@ -105,3 +102,57 @@ def valid_input_range(mean: Sequence[float], std: Sequence[float]) -> tuple[Tens
     """
     mean_tensor, std_tensor = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
     return (0 - mean_tensor) / std_tensor, (1 - mean_tensor) / std_tensor
+
+
+def input_conversion(
+    network: nn.Module, data_mean: Sequence[float] | None, data_std: Sequence[float] | None
+) -> InputConversion | None:
+    """The conversion from the data's ``mean``/``std`` to the normalisation ``network`` declares.
+
+    :func:`match_input_normalization` installs it as a hook; an exported program holds it as a layer of its graph.
+
+    Returns:
+        ``None`` where no conversion is needed: ``network`` declares no normalisation, the data's is unknown, or both
+        are equal.
+
+    Example:
+        >>> network = nn.Identity()
+        >>> network.input_mean, network.input_std = (0.0,), (1.0,)
+        >>> conversion = input_conversion(network, (0.5,), (0.5,))  # [-1, 1] data into a [0, 1] network
+        >>> conversion.scale.flatten().tolist(), conversion.shift.flatten().tolist()
+        ([0.5], [0.5])
+        >>> input_conversion(network, (0.0,), (1.0,)) is None
+        True
+    """
+    declared = declared_normalization(network)
+    if declared is None or data_mean is None or data_std is None:
+        return None
+    data = (tuple(float(v) for v in data_mean), tuple(float(v) for v in data_std))
+    if all(abs(a - b) < 1e-7 for pair in zip(declared, data, strict=True) for a, b in zip(*pair, strict=True)):
+        return None
+    return InputConversion(*data, *declared)
+
+
+def declaring_submodules(root: nn.Module) -> dict[str, nn.Module]:
+    """The outermost submodules of ``root`` (not ``root`` itself) that declare their input normalisation, by path.
+
+    The ones whose inputs a training module converts: a teacher, a student, an ensemble member, an online network,
+    or a part of a network that declares none itself.
+
+    Example:
+        >>> inner = nn.Identity()
+        >>> inner.input_mean, inner.input_std = (0.0,), (1.0,)
+        >>> list(declaring_submodules(nn.Sequential(nn.Sequential(inner), nn.ReLU())))
+        ['0.0']
+    """
+    found: dict[str, nn.Module] = {}
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if declared_normalization(child) is not None:
+                found[f"{prefix}{name}"] = child
+            else:
+                visit(f"{prefix}{name}.", child)
+
+    visit("", root)
+    return found
