@@ -181,3 +181,17 @@ def test_partial_files_of_killed_runs_are_removed(in_tmp: Path, cifar_folder: Pa
     fresh.write_bytes(b"PK")
     lit_kd_main(run_args(cifar_folder, in_tmp, checkpoint={"overwrite": True}, trainer__max_epochs=1))
     assert not stale.exists() and fresh.exists()
+
+
+def test_every_recipe_checkpoints_with_the_resumable_callback() -> None:
+    """Issue 27, 3: under Lightning's own ModelCheckpoint (monitor + save_last) a recipe's last.ckpt held the best
+    epoch. Every recipe that writes checkpoints uses ResumableCheckpoint."""
+    recipes = sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml"))
+    checkpointing = 0
+    for recipe in recipes:
+        callbacks = (yaml.safe_load(recipe.read_text()).get("trainer") or {}).get("callbacks") or []
+        for callback in callbacks:
+            if callback["class_path"].endswith("Checkpoint"):
+                assert callback["class_path"] == "lit_kd.callbacks.ResumableCheckpoint", recipe
+                checkpointing += 1
+    assert checkpointing >= 40
