@@ -348,3 +348,75 @@ def test_afd_joint_update_takes_one_optimiser_step(tmp_path: Path, cifar_folder:
     assert [group["initial_lr"] for group in trainer.optimizers[0].param_groups] == [0.1, 0.01]
     with pytest.raises(ValueError, match="update must be"):
         afd_pair(update="sometimes")
+
+
+def afd_ring(**kwargs) -> OnlineAdversarialFeatureKD:
+    """Three narrow ResNet-8s: under a cyclic schedule one network is the student, the other two are idle.
+
+    Contiguous memory: on this CPU build, channels-last backward passes of such narrow networks can stall for minutes.
+    """
+    return OnlineAdversarialFeatureKD(
+        [CifarResNet(8, stem_channels=4, stage_channels=(4, 8, width)) for width in (8, 16, 16)],
+        channels_last=False,
+        **kwargs,
+    )
+
+
+def test_afd_idle_networks_get_no_feature_map_update_under_the_cyclic_schedule(
+    tmp_path: Path, cifar_folder: Path
+) -> None:
+    """Pair (1 <- 0) at step 0, (2 <- 1) at step 1: network 1 is idle in step 1, with Adam state from step 0.
+
+    The networks' logit optimiser has rate 0, so only the feature-map step (Adam) could move a network's weights.
+    """
+
+    class RecordNetworks(pl.Callback):
+        def __init__(self) -> None:
+            self.before: list[list[torch.Tensor]] = []
+            self.after: list[list[torch.Tensor]] = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            self.before.append([all_weights(network).clone() for network in module.networks])
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            self.after.append([all_weights(network).clone() for network in module.networks])
+
+    pl.seed_everything(0)
+    module = afd_ring(optimizer=lambda parameters: torch.optim.SGD(parameters, lr=0.0))
+    recorder = RecordNetworks()
+    trainer = tiny_trainer(
+        tmp_path, limit_train_batches=2, limit_val_batches=0, callbacks=[CyclicPairSchedule(1), recorder]
+    )
+    trainer.fit(module, tiny_cifar(cifar_folder))
+    moved = [
+        [not torch.equal(before, after) for before, after in zip(step_before, step_after, strict=True)]
+        for step_before, step_after in zip(recorder.before, recorder.after, strict=True)
+    ]
+    assert moved == [[False, True, False], [False, False, True]]  # only the active student moves
+    adam = trainer.optimizers[1]
+    assert all(adam.state[p] for p in module.networks[1].stages.parameters())  # it had momentum from step 0
+
+
+@pytest.mark.parametrize("schedule", ["networks", "constant"])
+def test_afd_feature_map_and_discriminator_rates_follow_the_networks_schedule_or_stay(
+    schedule: str, tmp_path: Path, cifar_folder: Path
+) -> None:
+    class RecordRates(pl.Callback):
+        def __init__(self) -> None:
+            self.rates: list[list[float]] = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            self.rates.append([optimizer.param_groups[0]["lr"] for optimizer in trainer.optimizers])
+
+    module = afd_pair(adversarial_lr_schedule=schedule, channels_last=False)
+    recorder = RecordRates()
+    trainer = tiny_trainer(tmp_path, limit_train_batches=4, limit_val_batches=0, callbacks=[recorder])
+    trainer.fit(module, tiny_cifar(cifar_folder))
+    starts = [0.1, 2e-5, 0.01]  # SGD, the feature-map step's Adam, the discriminators' SGD
+    for step, rates in enumerate(recorder.rates):
+        cosine = (1 + math.cos(math.pi * step / 4)) / 2  # annealed to 0 over the run's 4 steps
+        factors = [cosine, cosine, cosine] if schedule == "networks" else [cosine, 1.0, 1.0]
+        assert rates == pytest.approx([start * factor for start, factor in zip(starts, factors, strict=True)])
+    assert recorder.rates[2] == pytest.approx([0.05, 1e-5, 0.005] if schedule == "networks" else [0.05, 2e-5, 0.01])
+    with pytest.raises(ValueError, match="adversarial_lr_schedule"):
+        afd_pair(update="joint", adversarial_lr_schedule="constant")

@@ -58,6 +58,16 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
 
     In both, every trainable parameter takes part in every backward pass (idle ones through a zero term), so DDP
     needs no ``find_unused_parameters``, and every step goes through Lightning's optimiser wrappers (AMP-correct).
+    The zero gradients of idle parts are dropped before each step (set to ``None``), so the optimisers skip them:
+    under a :class:`~lit_kd.callbacks.CyclicPairSchedule` a network that is no student of the active pair gets no
+    feature-map update at all (Adam's momentum from earlier steps does not move it).
+
+    **Learning-rate schedules** (``adversarial_lr_schedule``; neither the paper's secondary summaries nor any code we
+    could read says how the slower optimisers are scheduled, so the default is ours): ``"networks"`` (default) gives
+    the feature-map optimiser and the discriminators' optimiser the networks' schedule, each from its own starting
+    rate: ``lr_scheduler`` if given, else cosine annealing to 0 over all training steps. ``"constant"`` keeps both at
+    their starting rates while the networks' rate anneals (lit-kd's earlier behaviour). The joint update has one
+    optimiser, discriminator group included, which always follows the schedule.
     :class:`~lit_kd.callbacks.DiscriminatorUpdateSchedule` decides when the discriminators step, how many times
     (``steps_per_update``) and at what rate. Trainer-level gradient clipping and accumulation are refused (manual
     optimisation).
@@ -76,6 +86,9 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         adversarial_weight: weight of the networks' adversarial (or L1) term; 1 is our default.
         discriminator_lr: learning rate of the discriminators (``optimizer``'s settings, no weight decay); ours.
         adversarial_optimizer: builds the optimiser of the feature-map step (alternating update only).
+        adversarial_lr_schedule: ``"networks"`` (ours, default): the feature-map and discriminator optimisers follow
+            the networks' learning-rate schedule; ``"constant"``: they keep their starting rates (alternating update
+            only).
         feature_layers: each network's feature map: one module path or zoo feature index for all, or one per
             network (default -1: the last stage of zoo networks).
         probe_size: image size of the dummy batch that sizes the adapters.
@@ -93,6 +106,7 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         adversarial_weight: float = 1.0,
         discriminator_lr: float = 0.01,
         adversarial_optimizer: OptimizerCallable = afd_adversarial_optimizer,
+        adversarial_lr_schedule: Literal["networks", "constant"] = "networks",
         feature_layers: LayerName | list[LayerName] = -1,
         probe_size: int = 32,
         **kwargs: Any,
@@ -102,6 +116,15 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
             raise ValueError(f"feature_loss must be 'adversarial' or 'l1', got {feature_loss!r}")
         if update not in ("alternating", "joint"):
             raise ValueError(f"update must be 'alternating' or 'joint', got {update!r}")
+        if adversarial_lr_schedule not in ("networks", "constant"):
+            raise ValueError(
+                f"adversarial_lr_schedule must be 'networks' or 'constant', got {adversarial_lr_schedule!r}"
+            )
+        if update == "joint" and adversarial_lr_schedule == "constant":
+            raise ValueError(
+                "adversarial_lr_schedule='constant' needs update='alternating': the joint update has one optimiser, "
+                "which follows the networks' schedule"
+            )
         layers = feature_layers if isinstance(feature_layers, list) else [feature_layers] * len(networks)
         if len(layers) != len(networks):
             raise ValueError(f"feature_layers: {len(layers)} layers for {len(networks)} networks")
@@ -113,6 +136,7 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         self.feature_loss, self.update = feature_loss, update
         self.adversarial_weight, self.discriminator_lr = adversarial_weight, discriminator_lr
         self.adversarial_optimizer_factory = adversarial_optimizer
+        self.adversarial_lr_schedule = adversarial_lr_schedule
         self.adapters = nn.ModuleList(FeatureAdapter(c, max(channels)) for c in channels)
         self.discriminators = (
             nn.ModuleList(FeatureDiscriminator(max(channels)) for _ in networks)
@@ -230,7 +254,7 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         unused = zero_gradient_term(self.networks) + self.discriminator_zero_term()  # e.g. the classifiers: DDP
         with optimizer_scaler(self, 1):
             self.manual_backward(self.adversarial_weight * losses["adversarial"] + unused)
-            self.drop_gradients(pairs, networks=False, adapters=False, discriminators=True)
+            self.drop_gradients(pairs, networks=False, adapters=False, discriminators=True, idle_networks=True)
             self.uncounted_step(adversarial_optimizer)
         losses["discriminator"] = self.discriminator_term(mapped, pairs).detach()
         return logits, losses, [m.detach() for m in mapped]
@@ -279,16 +303,23 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
             scaler.update()
 
     def drop_gradients(
-        self, pairs: list[tuple[int, int]], networks: bool, adapters: bool, discriminators: bool
+        self,
+        pairs: list[tuple[int, int]],
+        networks: bool,
+        adapters: bool,
+        discriminators: bool,
+        idle_networks: bool = False,
     ) -> None:
-        """Discard gradients that must not move anything this step.
+        """Discard gradients that must not move anything this step (``None``: the optimiser skips the parameter).
 
-        Always those of idle adapters and discriminators (networks that are no student in ``pairs``); also those of
-        every network, adapter or discriminator as the flags say.
+        Always those of idle adapters and discriminators (networks that are no student in ``pairs``); with
+        ``idle_networks`` those of the idle networks too (the feature-map step: their terms have weight 0); also
+        those of every network, adapter or discriminator as the flags say.
         """
         students = {student for student, _ in pairs}
         for index in range(self.num_networks):
-            idle: list[nn.Module] = [self.networks[index]] if networks else []
+            idle_network = networks or (idle_networks and index not in students)
+            idle: list[nn.Module] = [self.networks[index]] if idle_network else []
             if adapters or index not in students:
                 idle.append(self.adapters[index])
             if self.discriminators is not None and (discriminators or index not in students):
@@ -318,8 +349,9 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         if self.update == "joint":
             return super().configure_optimizers()
         network_config = self.configure_optimizers_for([{"params": list(self.networks.parameters())}])
-        adversarial = self.adversarial_optimizer_factory([*self.networks.parameters(), *self.adapters.parameters()])
-        configs = [network_config, {"optimizer": adversarial}]
+        optimizers = [self.adversarial_optimizer_factory([*self.networks.parameters(), *self.adapters.parameters()])]
         if self.discriminators is not None:
-            configs.append({"optimizer": self.optimizer_factory([self.discriminator_group()])})
-        return configs
+            optimizers.append(self.optimizer_factory([self.discriminator_group()]))
+        if self.adversarial_lr_schedule == "constant":
+            return [network_config, *({"optimizer": optimizer} for optimizer in optimizers)]
+        return [network_config, *(self.with_lr_schedule(optimizer) for optimizer in optimizers)]

@@ -89,11 +89,16 @@ class ActivationMapAdaptation(DistillationModule):
         self.regressor = ConvRegressor.between(student_map, teacher_map)
 
     def _adapt(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
-        """Forward hook on the teacher's adapted block: inside :meth:`adapted_teacher`, the adaptive copy's output."""
+        """Forward hook on the teacher's adapted block: inside :meth:`adapted_teacher`, the adaptive copy's output.
+
+        The rest of the teacher gets a copy, so that an in-place operation after the block (a ``ReLU(inplace=True)``)
+        does not change the adapted map the hint loss reads. In the teacher's inference copy no BatchNorm after the
+        block is folded into it (:func:`~lit_kd.models.inference.fold_batchnorm` leaves hooked layers as they are).
+        """
         if not self._adapting:
             return None
         self._adapted_map = self.adapter(*inputs)
-        return self._adapted_map
+        return self._adapted_map.clone()
 
     def adapted_teacher(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The adapted activation map and the adapted teacher's logits (gradients reach only the adaptive module)."""

@@ -74,7 +74,8 @@ class AttentionTransfer(DistillationModule):
     def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Cross-entropy plus ``beta`` times the summed attention-transfer losses of the paired stages."""
         student_logits, student_maps = self.student_taps(images)
-        _, teacher_maps = self.teacher_forward(lambda batch: self.teacher_taps(batch, self.frozen_teacher), images)
+        teacher = self.frozen_teacher  # made here, outside teacher_forward's inference mode (ordinary weights)
+        _, teacher_maps = self.teacher_forward(lambda batch: self.teacher_taps(batch, teacher), images)
         cross_entropy = F.cross_entropy(student_logits, targets)
         attention = sum(attention_transfer_loss(s, t, self.p) for s, t in zip(student_maps, teacher_maps, strict=True))
         loss = cross_entropy + self.beta * attention

@@ -585,13 +585,16 @@ class DistillationModule(StudentModule):
         """The teacher to run: its inference copy with ``fast_teacher``, else the teacher itself.
 
         The copy is rebuilt whenever the teacher's weights, buffers or device change (e.g. a checkpoint was loaded).
+        It is made outside ``torch.inference_mode`` even when first asked for inside it (e.g. in a callable given to
+        :meth:`teacher_forward`), so its weights are ordinary tensors that a later pass can differentiate through.
         """
         if not self.fast_teacher:
             return self.teacher
         tensors = [*self.teacher.parameters(), *self.teacher.buffers()]
         signature = tuple((tensor._version, tensor.data_ptr(), tensor.device) for tensor in tensors)
         if self.__dict__["_inference_teacher"] is None or signature != self._inference_signature:
-            copied = inference_copy(self.teacher, share=(self,))
+            with torch.inference_mode(False):
+                copied = inference_copy(self.teacher, share=(self,))
             if self.compile_teacher:
                 copied.compile()
             self.__dict__["_inference_teacher"], self._inference_signature = copied, signature

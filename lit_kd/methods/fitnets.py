@@ -63,7 +63,8 @@ class FitNets(DistillationModule):
     def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Cross-entropy plus the weighted hint loss between the regressed student map and the teacher map."""
         student_logits, (student_map,) = self.student_taps(images)
-        _, (teacher_map,) = self.teacher_forward(lambda batch: self.teacher_taps(batch, self.frozen_teacher), images)
+        teacher = self.frozen_teacher  # made here, outside teacher_forward's inference mode (ordinary weights)
+        _, (teacher_map,) = self.teacher_forward(lambda batch: self.teacher_taps(batch, teacher), images)
         cross_entropy = F.cross_entropy(student_logits, targets)
         hint = hint_loss(self.regressor(student_map), teacher_map)
         loss = cross_entropy + self.hint_weight * hint

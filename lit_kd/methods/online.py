@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from lit_kd.losses.dml import all_pairs, mutual_kl
@@ -187,7 +188,10 @@ class OnlineDistillationModule(StudentModule):
 
     def configure_optimizers_for(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
         """``optimizer`` over ``groups`` with ``lr_scheduler`` (default: cosine annealing to 0, stepped per step)."""
-        optimizer = self.build_optimizer(self.optimizer_factory, groups)
+        return self.with_lr_schedule(self.build_optimizer(self.optimizer_factory, groups))
+
+    def with_lr_schedule(self, optimizer: Optimizer) -> dict[str, Any]:
+        """``optimizer``'s config with ``lr_scheduler`` (default: cosine annealing to 0 over all steps, per step)."""
         if self.lr_scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
         scheduler = CosineAnnealingLR(optimizer, T_max=max(int(self.trainer.estimated_stepping_batches), 1))

@@ -3,15 +3,23 @@
 A teacher never trains, so every ``BatchNorm2d`` in evaluation mode that directly follows a ``Conv2d`` is an affine
 map that can be folded into that convolution's weight and bias (``W' = W * g / s``, ``b' = (b - mu) * g / s + beta``,
 ``s = sqrt(var + eps)``). :func:`fold_batchnorm` does that in place and replaces the BatchNorm by ``nn.Identity``, so
-module paths (and forward hooks on them) stay valid. Which convolution feeds which BatchNorm is read from a
+module paths stay valid. Which convolution feeds which BatchNorm is read from a
 ``torch.fx`` trace when the network traces; for networks that do not, only the pairs that sit next to each other in
-an ``nn.Sequential`` are folded (always safe). Nothing here requires tracing.
+an ``nn.Sequential`` are folded. Nothing here requires tracing.
+
+A pair is left as it is when folding would change what something sees: when a forward (pre-)hook sits on the
+convolution, on the BatchNorm, or on a module holding one of them but not the other (a feature tap would read the
+folded map, AMA's adapted layer would lose the BatchNorm behind it), and when the convolution or the BatchNorm is
+called more than once in a forward pass (:func:`modules_called_more_than_once`: a shared pair would be folded twice,
+a shared convolution would change its other uses).
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
+import itertools
 from typing import Any
 
 import torch
@@ -30,9 +38,8 @@ def conv_batchnorm_pairs(network: nn.Module) -> list[tuple[str, str]]:
         [('0', '1')]
     """
     modules = dict(network.named_modules())
-    try:
-        graph = torch.fx.symbolic_trace(network).graph
-    except Exception:  # untraceable (data-dependent control flow, ...): the sequential pairs only
+    graph = _trace(network)
+    if graph is None:  # untraceable (data-dependent control flow, ...): the sequential pairs only
         pairs = []
         for name, module in network.named_modules():
             if isinstance(module, nn.Sequential):
@@ -73,11 +80,95 @@ def fold_into_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight), requires_grad=conv.weight.requires_grad)
 
 
+def modules_called_more_than_once(network: nn.Module, probe_size: int = 32) -> set[str] | None:
+    """The paths of ``network``'s submodules that one forward pass calls more than once; ``None`` if it cannot tell.
+
+    The calls are counted with forward pre-hooks on one probe pass (a zero batch ``[2, C, probe_size, probe_size]``,
+    ``C`` the input channels of the first convolution, without gradients, in evaluation mode; the network is left as it
+    was), and on the ``torch.fx`` trace if the network traces (the nodes calling each module); the union of both.
+    ``None`` when neither the probe nor the trace runs.
+
+    Example:
+        >>> conv = nn.Conv2d(3, 3, 1)
+        >>> modules_called_more_than_once(nn.Sequential(conv, nn.ReLU(), conv).eval())
+        {'0', '2'}
+    """
+    paths: dict[int, list[str]] = {}
+    for name, module in network.named_modules(remove_duplicate=False):
+        paths.setdefault(id(module), []).append(name)
+    counts: dict[int, int] = {}
+    handles = [
+        module.register_forward_pre_hook(functools.partial(_count_call, counts, key))
+        for key, module in {id(module): module for module in network.modules()}.items()
+    ]
+    first_conv = next((module for module in network.modules() if isinstance(module, nn.Conv2d)), None)
+    reference = next(itertools.chain(network.parameters(), network.buffers()), None)
+    modes = {module: module.training for module in network.modules()}
+    network.eval()
+    probed = False
+    try:
+        with torch.no_grad():
+            network(
+                torch.zeros(
+                    2,
+                    first_conv.in_channels if first_conv is not None else 3,
+                    probe_size,
+                    probe_size,
+                    device=reference.device if reference is not None else None,
+                    dtype=reference.dtype if reference is not None and reference.is_floating_point() else None,
+                )
+            )
+        probed = True
+    except Exception:  # a network that does not take such a batch: the trace alone decides
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    repeated = {name for key, count in counts.items() if count > 1 for name in paths.get(key, [])} if probed else set()
+    graph = _trace(network)
+    if graph is not None:  # a module reached under several paths counts once per node of each
+        targets = collections.Counter(node.target for node in graph.nodes if node.op == "call_module")
+        modules = dict(network.named_modules(remove_duplicate=False))
+        for target in targets:
+            names = paths[id(modules[target])] if target in modules else [target]
+            if sum(targets[name] for name in names) > 1:
+                repeated.update(names)
+    elif not probed:
+        return None
+    return repeated
+
+
+def _count_call(counts: dict[int, int], key: int, module: nn.Module, inputs: Any) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _trace(network: nn.Module) -> torch.fx.Graph | None:
+    try:
+        return torch.fx.symbolic_trace(network).graph
+    except Exception:  # untraceable (data-dependent control flow, ...)
+        return None
+
+
+def _hook_separates(network: nn.Module, conv_path: str, norm_path: str) -> bool:
+    """Whether a forward (pre-)hook of ``network`` sits on a module holding one of the two paths but not the other."""
+    for name, module in network.named_modules():
+        if not (module._forward_hooks or module._forward_pre_hooks):
+            continue
+        holds = [path == name or path.startswith(f"{name}.") or not name for path in (conv_path, norm_path)]
+        if holds[0] != holds[1]:
+            return True
+    return False
+
+
 def fold_batchnorm(network: nn.Module) -> int:
     """Fold every BatchNorm2d that only reads a Conv2d's output into it, in place; returns how many were folded.
 
     The network must be in evaluation mode for this to keep its outputs (a BatchNorm in training mode uses batch
-    statistics). The folded BatchNorms become ``nn.Identity`` at the same module paths.
+    statistics). The folded BatchNorms become ``nn.Identity`` at the same module paths. Pairs are left unfolded where
+    folding would change what a hook sees or the outputs of a module called more than once (see the module
+    docstring); if the calls cannot be counted (:func:`modules_called_more_than_once` is ``None``) nothing is folded.
 
     Example:
         >>> block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
@@ -88,13 +179,17 @@ def fold_batchnorm(network: nn.Module) -> int:
         >>> fold_batchnorm(block), torch.allclose(block(images), before, atol=1e-6), type(block[1]).__name__
         (1, True, 'Identity')
     """
-    pairs = conv_batchnorm_pairs(network)
+    repeated = modules_called_more_than_once(network)
+    if repeated is None:
+        return 0
+    pairs = [
+        (conv_path, norm_path)
+        for conv_path, norm_path in conv_batchnorm_pairs(network)
+        if not {conv_path, norm_path} & repeated and not _hook_separates(network, conv_path, norm_path)
+    ]
     for conv_path, norm_path in pairs:
-        norm = network.get_submodule(norm_path)
-        fold_into_conv(network.get_submodule(conv_path), norm)
-        identity = nn.Identity()
-        identity._forward_hooks, identity._forward_pre_hooks = norm._forward_hooks, norm._forward_pre_hooks  # kept
-        network.set_submodule(norm_path, identity)
+        fold_into_conv(network.get_submodule(conv_path), network.get_submodule(norm_path))
+        network.set_submodule(norm_path, nn.Identity())  # not hooked (else not folded): nothing to carry over
     return len(pairs)
 
 
@@ -129,9 +224,11 @@ def hook_owners(network: nn.Module) -> list[Any]:
 def inference_copy(network: nn.Module, share: tuple[Any, ...] = (), fold: bool = True) -> nn.Module:
     """A deep copy of ``network`` for inference: evaluation mode, frozen, BatchNorm folded (:func:`fold_batchnorm`).
 
-    Hooks come along with the copy. The objects the hooks are methods of (:func:`hook_owners`: feature taps, the
-    LightningModule of AMA's adapter), and those in ``share``, are not copied but shared, so a hook of the copy
-    records into (or reads) the same state as the original's.
+    Hooks come along with the copy, and a hooked layer keeps its own output: a convolution or BatchNorm that a hook
+    reads or replaces (a feature tap, AMA's adapted layer) is not folded, nor is a module called more than once. The
+    objects the hooks are methods of (:func:`hook_owners`: feature taps, the LightningModule of AMA's adapter), and
+    those in ``share``, are not copied but shared, so a hook of the copy records into (or reads) the same state as the
+    original's.
     """
     shared = [*hook_owners(network), *share]
     copied = copy.deepcopy(network, memo={id(obj): obj for obj in shared})
