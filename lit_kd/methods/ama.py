@@ -69,7 +69,7 @@ class ActivationMapAdaptation(DistillationModule):
         super().__init__(student=student, teacher=teacher, **kwargs)
         if isinstance(adapted_layer, int) and adapted_layer == 0:
             raise ValueError("adapted_layer must name a teacher block (a zoo stage: 1, 2, ...), got 0 (the stem)")
-        if hint_weight < 0 or adapted_ce_weight < 0:
+        if not hint_weight >= 0 or not adapted_ce_weight >= 0:
             raise ValueError(f"hint_weight and adapted_ce_weight must be >= 0, got {hint_weight}, {adapted_ce_weight}")
         self.hint_weight = hint_weight
         self.adapted_ce_weight = adapted_ce_weight

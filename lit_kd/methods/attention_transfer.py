@@ -63,7 +63,7 @@ class AttentionTransfer(DistillationModule):
                 f"student_layers {student_layers} and teacher_layers {teacher_layers} must pair up one to one (same "
                 f"non-zero length); set both when the networks have different numbers of stages"
             )
-        if beta < 0 or p <= 0:
+        if not beta >= 0 or not p > 0:
             raise ValueError(f"beta must be >= 0 and p > 0, got beta={beta}, p={p}")
         self.student_taps = FeatureTaps(student, student_layers, "student_layers")
         self.teacher_taps = FeatureTaps(teacher, teacher_layers, "teacher_layers")

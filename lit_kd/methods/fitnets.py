@@ -49,7 +49,7 @@ class FitNets(DistillationModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(student=student, teacher=teacher, **kwargs)
-        if hint_weight < 0:
+        if not hint_weight >= 0:
             raise ValueError(f"hint_weight must be >= 0, got {hint_weight}")
         self.hint_weight = hint_weight
         self.student_taps = FeatureTaps(student, [hint_layer], "hint_layer")

@@ -60,7 +60,7 @@ class OnlineDistillationModule(StudentModule):
     ) -> None:
         if len(networks) < 2:
             raise ValueError(f"networks: online distillation needs at least 2 networks, got {len(networks)}")
-        if temperature <= 0:
+        if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         super().__init__(networks[0], num_classes=num_classes, optimizer=optimizer, lr_scheduler=lr_scheduler, **kwargs)
         del self._modules["student"]  # the networks live in self.networks only; `student` is a view of the best one
