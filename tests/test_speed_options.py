@@ -20,8 +20,8 @@ from torch import nn
 
 from lit_kd.callbacks.bss import boundary_attack
 from lit_kd.methods import BSSDistillation, DataFreeAdversarialDistillation, FitNets, HintonKD
-from lit_kd.models import DFADGenerator, create_model
-from lit_kd.models.inference import fold_batchnorm, inference_copy
+from lit_kd.models import CifarResNet, DFADGenerator, create_model
+from lit_kd.models.inference import channels_last_cpu_hazards, fold_batchnorm, inference_copy
 
 
 def randomised_batchnorm(network: nn.Module) -> nn.Module:
@@ -271,3 +271,31 @@ def test_bss_attacks_the_inference_copy(tmp_path: Path) -> None:
     )
     copy_ = module.frozen_teacher
     assert copy_ is not module.teacher and not any(isinstance(m, nn.BatchNorm2d) for m in copy_.modules())
+
+
+@pytest.mark.timeout(120, method="thread")  # a native hang cannot be interrupted by a signal: end the run instead
+def test_channels_last_stays_off_on_a_cpu_when_a_strided_1x1_convolution_has_fewer_than_8_input_channels(
+    tmp_path: Path, cifar_folder: Path
+) -> None:
+    """In channels-last format, oneDNN's weight gradient of such a convolution never returns on this CPU (a ResNet
+    shortcut from 4 to 8 channels: measured, see ``CHANNELS_LAST_MIN_CPU_CHANNELS``): the run warns and trains."""
+    pl.seed_everything(0)
+    narrow = CifarResNet(8, stem_channels=4, stage_channels=(4, 8, 16))  # shortcut 1x1 stride 2 from 4 channels
+    module = HintonKD(narrow, create_model("resnet8", num_classes=10), teacher_checkpoint=None)
+    with pytest.warns(UserWarning, match=r"channels_last is off for this CPU run.*stages\.1\.0\.shortcut\.0"):
+        tiny_trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(module, tiny_cifar(cifar_folder))
+    assert module.trainer.global_step == 3
+    assert not module.student.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert channels_last_cpu_hazards(create_model("resnet8", num_classes=10)) == []  # the zoo keeps channels-last
+
+
+def test_channels_last_cpu_hazards_are_the_trained_strided_1x1_convolutions_with_few_input_channels() -> None:
+    network = nn.Sequential(
+        nn.Conv2d(4, 8, 1, stride=2),  # hazard
+        nn.Conv2d(8, 8, 1, stride=2),  # 8 input channels: fine
+        nn.Conv2d(8, 8, 1, stride=2, groups=2),  # 4 per group: hazard
+        nn.Conv2d(4, 8, 3, stride=2),  # 3x3: fine
+        nn.Conv2d(4, 8, 1),  # stride 1: fine
+        nn.Conv2d(4, 8, 1, stride=2).requires_grad_(False),  # frozen: no weight gradient
+    )
+    assert channels_last_cpu_hazards(network) == ["0", "2"]

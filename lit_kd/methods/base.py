@@ -24,7 +24,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_kd.checkpointing import check_finite_weights, load_network_weights, refuse_trust_setting
 from lit_kd.methods.regression import regression_loss, regression_metrics, regression_predictions
-from lit_kd.models.inference import inference_copy, use_channels_last
+from lit_kd.models.inference import (
+    CHANNELS_LAST_MIN_CPU_CHANNELS,
+    channels_last_cpu_hazards,
+    inference_copy,
+    use_channels_last,
+)
 from lit_kd.models.normalization import declaring_submodules, match_input_normalization
 
 
@@ -301,9 +306,21 @@ class StudentModule(LightningModule):
         """The networks being trained (the student; every network of an online method)."""
         return [network for name, network in self.networks_to_check().items() if name != "teacher"]
 
+    def on_cpu(self) -> bool:
+        """Whether this module runs on a CPU (its trainer's device once attached, else where its weights are)."""
+        device = self._trainer.strategy.root_device if self._trainer is not None else self.device
+        return device.type == "cpu"
+
     def apply_speed_options(self) -> None:
         """Apply ``channels_last`` (weights and network inputs) and ``compile_student`` (once)."""
-        if self.channels_last:
+        hazards = channels_last_cpu_hazards(self) if self.channels_last and self.on_cpu() else []
+        if hazards:
+            rank_zero_warn(
+                f"channels_last is off for this CPU run: the weight gradient of a strided 1x1 convolution with "
+                f"fewer than {CHANNELS_LAST_MIN_CPU_CHANNELS} input channels never returns in that format on a CPU "
+                f"(a oneDNN fault), and this model has {len(hazards)}: {', '.join(hazards[:3])}"
+            )
+        elif self.channels_last:
             self.to(memory_format=torch.channels_last)
             for network in self.networks_to_check().values():
                 use_channels_last(network)

@@ -201,6 +201,33 @@ def to_channels_last(module: nn.Module | None, args: tuple[Any, ...]) -> tuple[A
     return args
 
 
+#: oneDNN (torch 2.14.1's v3.12) never returns from the weight gradient of a strided 1x1 convolution with fewer than
+#: 8 input channels per group on a channels-last CPU batch (``jit_avx2_1x1_convolution_bwd_weights_t``, two OpenMP
+#: threads): measured on this project's 2-core machine for 2 to 6 input channels and batches of 2 to 128 (ours).
+CHANNELS_LAST_MIN_CPU_CHANNELS = 8
+
+
+def channels_last_cpu_hazards(network: nn.Module) -> list[str]:
+    """Paths of the trained convolutions whose backward pass hangs in channels-last format on a CPU.
+
+    Those are the strided 1x1 convolutions with fewer than 8 input channels per group (see
+    :data:`CHANNELS_LAST_MIN_CPU_CHANNELS`).
+
+    Example:
+        >>> channels_last_cpu_hazards(nn.Sequential(nn.Conv2d(4, 8, 1, stride=2), nn.Conv2d(8, 8, 1, stride=2)))
+        ['0']
+    """
+    return [
+        name
+        for name, module in network.named_modules()
+        if isinstance(module, nn.Conv2d)
+        and module.weight.requires_grad
+        and module.kernel_size == (1, 1)
+        and module.stride != (1, 1)
+        and module.in_channels // module.groups < CHANNELS_LAST_MIN_CPU_CHANNELS
+    ]
+
+
 def use_channels_last(network: nn.Module) -> nn.Module:
     """Put ``network``'s 4-D weights and its input batches in channels-last memory format (a pre-hook); idempotent."""
     network.to(memory_format=torch.channels_last)
