@@ -158,3 +158,17 @@ def test_ama_adapter_starts_as_the_teacher_stage_and_learns_while_the_teacher_st
     tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(module, tiny_cifar(cifar_folder))
     assert not torch.equal(adapter_before, module.adapter[0].conv1.weight)
     assert all(torch.equal(teacher_before[k], v) for k, v in module.teacher.state_dict().items())
+
+
+def test_ama_adapter_batchnorm_sees_each_training_batch_once_and_nothing_else(tmp_path: Path) -> None:
+    """Building the teacher's inference copy runs a probe batch through it; the armed adapter must not see it."""
+    module = make(ActivationMapAdaptation, tmp_path)
+    module.train()
+    norm = module.adapter[0].bn1
+    images, targets = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    for step in (1, 2):
+        module.training_losses(images, targets)
+        assert norm.num_batches_tracked.item() == step
+    module.__dict__["_inference_teacher"] = None  # a rebuilt copy (e.g. after a checkpoint load) probes again
+    module.training_losses(images, targets)
+    assert norm.num_batches_tracked.item() == 3

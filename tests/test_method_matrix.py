@@ -53,7 +53,9 @@ def test_resumed_run_equals_an_uninterrupted_one(
     assert resumed.keys() == uninterrupted.keys()
     assert any(not torch.equal(before[key], value) for key, value in uninterrupted.items())
     for key, value in uninterrupted.items():
-        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6, msg=f"{name}: {key}")
+        torch.testing.assert_close(
+            resumed[key], value, rtol=0, atol=1e-6, msg=lambda message, key=key, name=name: f"{name}: {key}: {message}"
+        )
 
 
 class PoisonInputs(pl.Callback):
@@ -113,5 +115,11 @@ def test_every_method_keeps_two_ddp_processes_in_sync(tmp_path: Path, data_folde
         ranks = [torch.load(tmp_path / f"{name}.rank{rank}.pt") for rank in (0, 1)]
         assert ranks[0].keys() == ranks[1].keys() == initial.keys(), name
         for key, value in ranks[0].items():
-            torch.testing.assert_close(ranks[1][key], value, rtol=0, atol=0, msg=f"{name}: {key}")
+            torch.testing.assert_close(
+                ranks[1][key],
+                value,
+                rtol=0,
+                atol=0,
+                msg=lambda message, key=key, name=name: f"{name}: {key}: {message}",
+            )
         assert any(not torch.equal(initial[key], value) for key, value in ranks[0].items()), f"{name} did not train"

@@ -172,7 +172,9 @@ def test_discriminators_step_only_when_the_schedule_says_so(tmp_path: Path, cifa
     trainer.fit(module, tiny_cifar(cifar_folder))
     changed = [not torch.equal(a, b) for a, b in zip([initial, *recorder.weights], recorder.weights, strict=False)]
     assert changed == [False, True, False, True, False]  # global steps 0..4, updates at 1 and 3
-    assert trainer.optimizers[-1].param_groups[0]["lr"] == 0.05  # the discriminators' own optimiser (alternating)
+    discriminator_group = trainer.optimizers[-1].param_groups[0]  # the discriminators' own optimiser (alternating)
+    assert discriminator_group["initial_lr"] == 0.05  # the schedule's rate, not the module's discriminator_lr
+    assert discriminator_group["lr"] == pytest.approx(0.0, abs=1e-12)  # annealed with the networks' (cosine to 0)
 
 
 def test_extra_discriminator_steps_move_only_the_discriminators(tmp_path: Path, cifar_folder: Path) -> None:
