@@ -169,6 +169,6 @@ def test_ama_adapter_batchnorm_sees_each_training_batch_once_and_nothing_else(tm
     for step in (1, 2):
         module.training_losses(images, targets)
         assert norm.num_batches_tracked.item() == step
-    module.__dict__["_inference_teacher"] = None  # a rebuilt copy (e.g. after a checkpoint load) probes again
+    module.teacher_runner.invalidate()  # a rebuilt copy (e.g. after a checkpoint load) probes again
     module.training_losses(images, targets)
     assert norm.num_batches_tracked.item() == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -11,7 +12,7 @@ import torch
 from helpers import TinyNet, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_kd.callbacks import CyclicPairSchedule, DiscriminatorUpdateSchedule
+from lit_kd.callbacks import CyclicPairSchedule, DiscriminatorUpdateSchedule, GeneratorUpdateSchedule
 from lit_kd.losses import FeatureDiscriminator, discriminator_loss, generator_loss
 from lit_kd.methods import DeepMutualLearning, HintonKD, OnlineAdversarialFeatureKD, load_network_weights
 from lit_kd.models import CifarResNet, create_model
@@ -422,3 +423,36 @@ def test_afd_feature_map_and_discriminator_rates_follow_the_networks_schedule_or
     assert recorder.rates[2] == pytest.approx([0.05, 1e-5, 0.005] if schedule == "networks" else [0.05, 2e-5, 0.01])
     with pytest.raises(ValueError, match="adversarial_lr_schedule"):
         afd_pair(update="joint", adversarial_lr_schedule="constant")
+
+
+def test_schedule_callbacks_store_every_setting_in_the_checkpoint_and_a_changed_one_warns(
+    tmp_path: Path, cifar_folder: Path
+) -> None:
+    """The rates a callback sets on the module (AFD's discriminator rate, DFAD's rates) are saved with the run."""
+    pl.seed_everything(0)
+    discriminators = DiscriminatorUpdateSchedule(every_n_steps=2, lr=0.05)
+    pairs = CyclicPairSchedule(steps_per_pair=2)
+    generator = GeneratorUpdateSchedule(student_steps=3, student_lr=0.02, generator_lr=3e-4)
+    trainer = tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=0, callbacks=[discriminators, pairs])
+    trainer.fit(afd_pair(), tiny_cifar(cifar_folder))
+    trainer.save_checkpoint(tmp_path / "afd.ckpt")
+    stored = torch.load(tmp_path / "afd.ckpt", weights_only=True)["callbacks"]
+    assert stored[discriminators.state_key]["lr"] == 0.05 and stored[discriminators.state_key]["every_n_steps"] == 2
+    assert stored[pairs.state_key]["steps_per_pair"] == 2
+    assert generator.state_dict() == {
+        "student_steps": 3,
+        "generator_steps": 1,
+        "student_lr": 0.02,
+        "generator_lr": 3e-4,
+    }
+
+    with pytest.warns(UserWarning, match=r"lr=0\.01 \(was 0\.05\)"):
+        DiscriminatorUpdateSchedule(every_n_steps=2, lr=0.01).load_state_dict(stored[discriminators.state_key])
+    with pytest.warns(UserWarning, match=r"steps_per_pair=3 \(was 2\)"):
+        CyclicPairSchedule(steps_per_pair=3).load_state_dict(stored[pairs.state_key])
+    with pytest.warns(UserWarning, match=r"generator_lr=None \(was 0\.0003\)"):
+        GeneratorUpdateSchedule(student_steps=3, student_lr=0.02).load_state_dict(generator.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same settings resume without a word
+        DiscriminatorUpdateSchedule(every_n_steps=2, lr=0.05).load_state_dict(stored[discriminators.state_key])
+        CyclicPairSchedule(steps_per_pair=2).load_state_dict(stored[pairs.state_key])

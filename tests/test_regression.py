@@ -24,8 +24,8 @@ from lit_kd.data import (
 )
 from lit_kd.data.fraction import fraction_indices
 from lit_kd.methods import HintonKD, SupervisedModule, load_network_weights
-from lit_kd.methods.regression import regression_metrics
 from lit_kd.models import CifarResNet, available_models, create_model
+from lit_kd.tasks import regression_metrics
 
 IN_RANGE_AGES = sorted(age for age in UTKFACE_AGES if 1 <= age <= 60)
 

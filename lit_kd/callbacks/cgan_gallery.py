@@ -11,6 +11,7 @@ from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
 from lit_kd.callbacks.gallery import log_image, to_unit_range
+from lit_kd.models.probe import evaluation_mode
 
 
 class GeneratorGallery(pl.Callback):
@@ -61,13 +62,8 @@ class GeneratorGallery(pl.Callback):
         )
         noise, labels = noise.repeat(len(labels), 1), labels.repeat_interleave(self.samples_per_label)
         device = next(generator.parameters()).device
-        was_training = generator.training
-        generator.eval()
-        try:
-            with trainer.precision_plugin.forward_context():
-                images = generator(noise.to(device), labels.to(device))
-        finally:
-            generator.train(was_training)
+        with evaluation_mode(generator), trainer.precision_plugin.forward_context():
+            images = generator(noise.to(device), labels.to(device))
         grid = make_grid(to_unit_range(images, (0.5,) * 3, (0.5,) * 3), nrow=self.samples_per_label, pad_value=1.0)
         rows = labels[:: self.samples_per_label]
         if module.continuous:

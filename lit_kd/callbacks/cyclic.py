@@ -6,6 +6,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lit_kd.callbacks.settings import warn_changed_settings
 from lit_kd.losses.dml import ring_pairs
 
 
@@ -72,10 +73,15 @@ class CyclicPairSchedule(Callback):
             self.position = (self.position + 1) % self.num_networks
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the cycle is: pair index and steps already spent on it."""
-        return {"position": self.position, "steps_in_position": self.steps_in_position}
+        """Where the cycle is (pair index, steps already spent on it) and its setting ``steps_per_pair``."""
+        return {
+            "position": self.position,
+            "steps_in_position": self.steps_in_position,
+            "steps_per_pair": self.steps_per_pair,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue the cycle from a checkpoint."""
+        """Continue the cycle from a checkpoint (a warning if ``steps_per_pair`` changed)."""
+        warn_changed_settings(type(self).__name__, state_dict, {"steps_per_pair": self.steps_per_pair})
         self.position = int(state_dict["position"])
         self.steps_in_position = int(state_dict["steps_in_position"])

@@ -14,6 +14,7 @@ from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
 from lit_kd.callbacks.gallery import log_image, to_unit_range
+from lit_kd.models.probe import evaluation_mode
 
 
 def class_fractions(predicted: Tensor, num_classes: int) -> Tensor:
@@ -127,14 +128,9 @@ class DFADGallery(pl.Callback):
         if latent_dim is None:
             raise ValueError("DFADGallery: neither the DataModule nor the generator has a latent_dim")
         latent = torch.randn(self.num_samples, latent_dim, generator=torch.Generator().manual_seed(self.seed))
-        was_training = generator.training
-        generator.eval()
-        try:
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
-                images = generator(latent.to(pl_module.device))
-                predicted = teacher(images).argmax(dim=1)
-        finally:
-            generator.train(was_training)
+        with torch.no_grad(), evaluation_mode(generator), trainer.precision_plugin.forward_context():
+            images = generator(latent.to(pl_module.device))
+            predicted = teacher(images).argmax(dim=1)
         fractions = class_fractions(predicted, pl_module.num_classes)
         entropy = normalized_entropy(fractions)
         pl_module.log("dfad/teacher_class_entropy", entropy, sync_dist=True)  # the same on every rank

@@ -6,6 +6,8 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lit_kd.callbacks.settings import warn_changed_settings
+
 
 class DiscriminatorUpdateSchedule(Callback):
     """Owns the discriminator update schedule of :class:`~lit_kd.methods.OnlineAdversarialFeatureKD`.
@@ -69,10 +71,15 @@ class DiscriminatorUpdateSchedule(Callback):
         return (step - self.start_step) % self.every_n_steps == 0
 
     def state_dict(self) -> dict[str, Any]:
-        """The schedule is a function of the global step, which the trainer restores; saved for inspection."""
+        """Every setting, so the checkpoint records what it was trained with (the step itself the trainer restores)."""
         return {
             "every_n_steps": self.every_n_steps,
             "steps_per_update": self.steps_per_update,
             "start_step": self.start_step,
             "stop_step": self.stop_step,
+            "lr": self.lr,
         }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Warn if this run's settings differ from the checkpoint's (this run's apply from the restored step on)."""
+        warn_changed_settings(type(self).__name__, state_dict, self.state_dict())

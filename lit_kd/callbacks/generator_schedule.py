@@ -7,6 +7,9 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_kd.callbacks.settings import warn_changed_settings
+from lit_kd.runtime.manual import in_second_phase
+
 
 class GeneratorUpdateSchedule(Callback):
     """Owns the student:generator step ratio of :class:`~lit_kd.methods.DataFreeAdversarialDistillation`.
@@ -84,11 +87,16 @@ class GeneratorUpdateSchedule(Callback):
 
     def is_generator_step(self, step: int) -> bool:
         """Whether global step ``step`` updates the generator (otherwise it updates the student)."""
-        return step % self.steps_per_iteration >= self.student_steps
+        return in_second_phase(step, self.student_steps, self.generator_steps)
 
     def state_dict(self) -> dict[str, Any]:
-        """The step ratio, so that a resume can tell whether it continues the same schedule."""
-        return {"student_steps": self.student_steps, "generator_steps": self.generator_steps}
+        """The step ratio and the rates, so the checkpoint records them and a resume can tell if it continues them."""
+        return {
+            "student_steps": self.student_steps,
+            "generator_steps": self.generator_steps,
+            "student_lr": self.student_lr,
+            "generator_lr": self.generator_lr,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Warn if the checkpoint was written under another step ratio (this run's ratio applies from now on)."""
@@ -98,3 +106,5 @@ class GeneratorUpdateSchedule(Callback):
                 f"GeneratorUpdateSchedule: the checkpoint was trained with {saved[0]} student : {saved[1]} generator "
                 f"steps, this run uses {self.student_steps} : {self.generator_steps} from the restored global step on"
             )
+        rates = {"student_lr": self.student_lr, "generator_lr": self.generator_lr}
+        warn_changed_settings(type(self).__name__, state_dict, rates)

@@ -17,6 +17,7 @@ from lit_kd.data.image_files import CorruptDatasetError, decode_images, default_
 from lit_kd.data.loader import InMemoryLoader, ShardedBatchSampler
 from lit_kd.data.order import run_seed, strata, stratified_order
 from lit_kd.data.synthetic import load_synthetic_set
+from lit_kd.seeding import batch_seed
 
 Split = Literal["train", "test"]
 
@@ -291,8 +292,8 @@ class InMemoryImageDataModule(LightningDataModule):
             if not self.overfitting:
                 rank, world_size = self._rank_and_world()
                 batch_index = self._consumed["batches"]
-                seed = ((self.data_seed * 1_000_003 + epoch) * 1_000_003 + batch_index) * world_size + rank
-                generator = torch.Generator(device=images.device).manual_seed(seed % (2**63))
+                seed = batch_seed(self.data_seed, epoch, batch_index, rank, world_size)
+                generator = torch.Generator(device=images.device).manual_seed(seed)
                 images = random_crop_flip(images, self.crop_padding, self.horizontal_flip, generator)
             self._consumed["batches"] += 1
         return normalize(images, self.mean, self.std), targets

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lit_kd.data.base import InMemoryImageDataModule, LabelledImages, Split
+from lit_kd.seeding import batch_seed
 
 
 class LatentSeedSampler:
@@ -44,8 +45,7 @@ class LatentSeedSampler:
 
     def batch_seed(self, batch: int) -> int:
         """The seed of batch ``batch`` of the current epoch on this rank (the hashing of the image DataModules)."""
-        seed = ((self.seed * 1_000_003 + self.epoch) * 1_000_003 + batch) * self.world_size + self.rank
-        return seed % (2**63)
+        return batch_seed(self.seed, self.epoch, batch, self.rank, self.world_size)
 
     def __len__(self) -> int:
         return self.num_batches

@@ -18,10 +18,9 @@ from lit_kd.losses.afd import (
     l1_alignment_loss,
 )
 from lit_kd.losses.dml import ring_pairs
-from lit_kd.methods.base import optimizer_scaler
-from lit_kd.methods.dfad import zero_gradient_term
 from lit_kd.methods.online import OnlineDistillationModule
 from lit_kd.models.features import FeatureTaps, LayerName, probe_maps
+from lit_kd.runtime.manual import drop_gradients, optimizer_scaler, uncounted_step, zero_gradient_term
 
 
 def afd_adversarial_optimizer(parameters: Any) -> Optimizer:
@@ -243,7 +242,7 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         logits = [network(images) for network in self.networks]
         losses = self.mutual_losses(logits, targets, pairs)
         network_optimizer.zero_grad()
-        self.manual_backward(losses["loss"] + zero_gradient_term(self.adapters) + self.discriminator_zero_term())
+        self.manual_backward(losses["loss"] + zero_gradient_term(self.adapters, self.discriminators))
         self.drop_gradients(pairs, networks=False, adapters=True, discriminators=True)
         network_optimizer.step()
 
@@ -251,17 +250,13 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         mapped = self.map_features(features)
         losses["adversarial"] = self.network_term(mapped, pairs)
         adversarial_optimizer.zero_grad()
-        unused = zero_gradient_term(self.networks) + self.discriminator_zero_term()  # e.g. the classifiers: DDP
+        unused = zero_gradient_term(self.networks, self.discriminators)  # e.g. the classifiers: DDP
         with optimizer_scaler(self, 1):
             self.manual_backward(self.adversarial_weight * losses["adversarial"] + unused)
             self.drop_gradients(pairs, networks=False, adapters=False, discriminators=True, idle_networks=True)
-            self.uncounted_step(adversarial_optimizer)
+            uncounted_step(self, adversarial_optimizer)
         losses["discriminator"] = self.discriminator_term(mapped, pairs).detach()
         return logits, losses, [m.detach() for m in mapped]
-
-    def discriminator_zero_term(self) -> Tensor | float:
-        """Zero-weighted discriminator parameters, so that DDP sees them in a backward pass that does not use them."""
-        return zero_gradient_term(self.discriminators) if self.discriminators is not None else 0.0
 
     def discriminators_update_now(self) -> bool:
         """Whether the discriminators step on this batch (always, without a schedule)."""
@@ -276,7 +271,7 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         for every parameter: the networks and adapters enter the loss with weight 0 and their (zero) gradients are
         dropped before the step. The step goes to the discriminators' optimiser (the whole optimiser under the joint
         update, with the networks' gradients dropped), through the AMP scaler if there is one, so ``global_step``
-        keeps counting batches (:meth:`uncounted_step`).
+        keeps counting batches (:func:`~lit_kd.runtime.manual.uncounted_step`).
         """
         optimizers = self.optimizers_list()
         optimizer = optimizers[-1]
@@ -284,23 +279,9 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
             optimizer.zero_grad()
             loss = self.discriminator_term(mapped, pairs)
             with optimizer_scaler(self, len(optimizers) - 1):
-                self.manual_backward(loss + zero_gradient_term(self.networks) + zero_gradient_term(self.adapters))
+                self.manual_backward(loss + zero_gradient_term(self.networks, self.adapters))
                 self.drop_gradients(pairs, networks=True, adapters=True, discriminators=False)
-                self.uncounted_step(optimizer)
-
-    def uncounted_step(self, optimizer: Any) -> None:
-        """Step the optimiser behind a Lightning-wrapped one, through the AMP scaler if there is one.
-
-        Lightning counts every wrapped ``optimizer.step()`` of manual optimisation as a global step; the networks' logit
-        step (or the joint step) is the one counted, so ``global_step`` counts batches and ``max_steps``, the cosine
-        schedule and every step-keyed schedule keep their meaning.
-        """
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is None:
-            optimizer.optimizer.step()
-        else:
-            scaler.step(optimizer.optimizer)
-            scaler.update()
+                uncounted_step(self, optimizer)
 
     def drop_gradients(
         self,
@@ -324,8 +305,7 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
                 idle.append(self.adapters[index])
             if self.discriminators is not None and (discriminators or index not in students):
                 idle.append(self.discriminators[index])
-            for parameter in (p for module in idle for p in module.parameters()):
-                parameter.grad = None
+            drop_gradients(idle)
 
     # ---------------------------------------------------------------------------------------- optimisation
     def optimizers_list(self) -> list[Any]:

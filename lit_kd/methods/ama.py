@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lit_kd.losses import ConvRegressor, hint_loss
 from lit_kd.methods.base import DistillationModule
 from lit_kd.models.features import FeatureTaps, LayerName, probe_maps, resolve_layer
+from lit_kd.models.probe import evaluation_mode
 
 
 class ActivationMapAdaptation(DistillationModule):
@@ -81,11 +82,8 @@ class ActivationMapAdaptation(DistillationModule):
         self._adapting, self._adapted_map = False, None
         teacher.get_submodule(self.adapted_layer).register_forward_hook(self._adapt)
         (student_map,) = probe_maps(self.student_taps, probe_size)
-        was_training = teacher.training
-        teacher.eval(), self.adapter.eval()  # a probe must not move the adapter's BatchNorm statistics
-        with torch.no_grad():
+        with torch.no_grad(), evaluation_mode(teacher, self.adapter):  # the adapter's BatchNorm statistics stay
             teacher_map, _ = self.adapted_teacher(torch.zeros(2, 3, probe_size, probe_size, device=student_map.device))
-        teacher.train(was_training), self.adapter.train()
         self.regressor = ConvRegressor.between(student_map, teacher_map)
 
     def _adapt(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor | None:

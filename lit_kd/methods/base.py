@@ -1,179 +1,56 @@
-"""The shared base of every lit-kd method: student, metrics, optimiser, frozen teacher, checkpoint hygiene."""
+"""The contract of every lit-kd method: a student trained on a task, and for distillation a frozen teacher.
+
+A method subclasses :class:`StudentModule` (or :class:`DistillationModule`) and implements
+:meth:`~StudentModule.training_losses`. What every method runs on lives in named modules: the shared hooks
+(reseeding, guards, DDP sync) in :class:`~lit_kd.runtime.RuntimeModule`, the task's loss and metrics in
+:mod:`lit_kd.tasks`, optimiser defaults in :mod:`lit_kd.runtime.optimization`, the teacher's loading and running in
+:mod:`lit_kd.runtime.teacher`.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from abc import abstractmethod
-from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import torch
-import torch.nn.functional as F
-from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import LearningRateFinder
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
-from torch.optim import SGD, Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR
-from torch.utils._pytree import tree_map
+from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
-from lit_kd.checkpointing import check_finite_weights, load_network_weights, refuse_trust_setting
-from lit_kd.methods.regression import regression_loss, regression_metrics, regression_predictions
-from lit_kd.models.inference import (
-    CHANNELS_LAST_MIN_CPU_CHANNELS,
-    channels_last_cpu_hazards,
-    inference_copy,
-    use_channels_last,
-)
-from lit_kd.models.normalization import declaring_submodules, match_input_normalization
+from lit_kd.checkpointing import refuse_trust_setting
+from lit_kd.models.normalization import convert_inputs_for_networks
+from lit_kd.models.probe import probe
+from lit_kd.runtime.manual import step_schedulers
+from lit_kd.runtime.module import RuntimeModule
+from lit_kd.runtime.optimization import default_optimizer, override_learning_rate, with_lr_schedule
+from lit_kd.runtime.speed import use_channels_last_where_safe
+from lit_kd.runtime.teacher import TeacherPrecision, TeacherRunner, load_teacher
+from lit_kd.tasks import Classification, Task, make_task, task_of
 
-
-def default_optimizer(parameters: Any) -> Optimizer:
-    """SGD, lr 0.1, momentum 0.9 (Nesterov), weight decay 5e-4: the usual CIFAR ResNet/WRN recipe."""
-    return SGD(parameters, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+__all__ = ["DistillationModule", "StudentModule", "default_optimizer"]
 
 
-def reseed_for_batch(base_seed: int, epoch: int, batch_idx: int, rank: int) -> None:
-    """Reseed torch from ``(seed, epoch, batch, rank)``: a run resumed mid-epoch then draws the same random numbers.
-
-    Every lit-kd module calls this in ``on_train_batch_start`` with ``base_seed = torch.initial_seed()`` taken in
-    ``on_fit_start`` (:class:`StudentModule` and modules that are not students, such as
-    :class:`~lit_kd.methods.ConditionalGAN`).
-    """
-    seed = ((base_seed * 1_000_003 + epoch) * 1_000_003 + batch_idx) * 4099 + rank
-    torch.manual_seed(seed % (2**63))
-
-
-def broadcast_buffers(module: LightningModule) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics) of ``module`` to every rank.
-
-    DDP does this before each forward pass, except under Lightning's manual optimisation, which turns DDP's
-    bookkeeping off (``require_backward_grad_sync``) and with it the buffer broadcast: ranks would then drift apart,
-    each with the statistics of its own shard. Manual-optimisation modules call this from their batch-start,
-    validation-start and train-end hooks (:class:`StudentModule` does). Buffers of layers whose parameters are all
-    frozen (a teacher's BatchNorm) cannot drift and are skipped. Does nothing on a single process.
-    """
-    if module._trainer is None or module.trainer.world_size < 2 or not torch.distributed.is_initialized():
-        return
-    for layer in module.modules():
-        parameters = list(layer.parameters(recurse=False))
-        if parameters and not any(parameter.requires_grad for parameter in parameters):
-            continue
-        for buffer in layer.buffers(recurse=False):
-            torch.distributed.broadcast(buffer, src=0)
-
-
-SCALERS_KEY = "lit_kd_gradient_scalers"
-
-
-@contextlib.contextmanager
-def optimizer_scaler(module: LightningModule, index: int) -> Iterator[None]:
-    """Inside, the backward pass and the step of optimiser ``index`` use that optimiser's own ``GradScaler``.
-
-    Under ``16-mixed`` precision Lightning keeps one ``GradScaler``; a manual-optimisation module that steps several
-    optimisers on losses of different sizes (a generator and a discriminator, a student and a generator) is better
-    served by one scaler each, so that an overflow in one does not shrink the scale of the others. Optimiser 0 uses
-    Lightning's scaler (saved with the precision plugin's state); the others get their own, made like it, saved in the
-    checkpoint under :data:`SCALERS_KEY` (:func:`save_scalers`). Without a scaler (32-bit, bf16) this does nothing.
-    """
-    plugin = module.trainer.precision_plugin if module._trainer is not None else None
-    main = getattr(plugin, "scaler", None)
-    if main is None or index == 0:
-        yield
-        return
-    scalers = module.__dict__.setdefault("_scalers", {})
-    if index not in scalers:
-        scalers[index] = torch.amp.GradScaler(
-            device=main._device,
-            init_scale=main._init_scale,
-            growth_factor=main._growth_factor,
-            backoff_factor=main._backoff_factor,
-            growth_interval=main._growth_interval,
-        )
-        pending = module.__dict__.get("_pending_scaler_states", {})
-        if index in pending:
-            scalers[index].load_state_dict(pending.pop(index))
-    plugin.scaler = scalers[index]
-    try:
-        yield
-    finally:
-        plugin.scaler = main
-
-
-def save_scalers(module: LightningModule, checkpoint: dict[str, Any]) -> None:
-    """Store the per-optimiser scalers of :func:`optimizer_scaler` in ``checkpoint``."""
-    scalers = module.__dict__.get("_scalers")
-    if scalers:
-        checkpoint[SCALERS_KEY] = {index: scaler.state_dict() for index, scaler in scalers.items()}
-
-
-def load_scalers(module: LightningModule, checkpoint: dict[str, Any]) -> None:
-    """Restore the scalers saved by :func:`save_scalers` (applied when each is first used)."""
-    module.__dict__["_pending_scaler_states"] = dict(checkpoint.get(SCALERS_KEY, {}))
-    module.__dict__["_scalers"] = {}
-
-
-def check_learning_rates(optimizers: list[Optimizer], owner: str) -> None:
-    """Refuse a negative or non-finite learning rate in any parameter group, before the first update.
-
-    Raises:
-        ValueError: naming ``owner``, the optimiser (index and class), the group and the rate.
-    """
-    for index, optimizer in enumerate(optimizers):
-        for group_index, group in enumerate(optimizer.param_groups):
-            rate = group.get("lr")
-            if isinstance(rate, Tensor):
-                rate = float(rate)
-            if isinstance(rate, float | int) and not (rate >= 0 and rate < float("inf")):
-                raise ValueError(
-                    f"{owner}: optimiser {index} ({type(optimizer).__name__}), parameter group {group_index} has "
-                    f"learning rate {rate}: it must be a finite number >= 0"
-                )
-
-
-def stop_on_non_finite_loss(module: LightningModule, loss: Tensor) -> None:
-    """Raise ``FloatingPointError`` naming the method, step and batch if ``loss`` is NaN or infinite.
-
-    Called from ``on_before_backward``, which every backward pass goes through (automatic and manual optimisation
-    alike), so no optimiser step is taken with the bad loss. Under DDP the ranks agree first (one boolean
-    all-reduce), so all of them stop together instead of waiting on each other.
-    """
-    finite = bool(torch.isfinite(loss.detach()).all())
-    if module._trainer is not None:
-        finite = module.trainer.strategy.reduce_boolean_decision(finite, all=True)
-    if not finite:
-        raise FloatingPointError(
-            f"{type(module).__name__}: the training loss is not finite (NaN or inf; this rank's value: "
-            f"{loss.detach().float().cpu().tolist()}) at global step {module.global_step} (epoch "
-            f"{module.current_epoch}, batch {getattr(module, '_batch_idx', '?')}); training stopped before the "
-            "weights were updated with it. Lower the learning rate, check the data, or clip gradients."
-        )
-
-
-class StudentModule(LightningModule):
+class StudentModule(RuntimeModule):
     """Base for every lit-kd method: one network being trained, with metrics per stage and optimiser defaults.
 
     A method subclasses this (or :class:`DistillationModule`) and implements :meth:`training_losses`; this base
-    owns logging (``train/``, ``val/``, ``test/`` prefixes), top-1/top-5 accuracy, the optimiser and the
-    learning-rate schedule, the check that the networks' outputs match the data's number of classes, and
-    per-batch reseeding so that a run resumed from a checkpoint draws the same random numbers.
+    owns logging (``train/``, ``val/``, ``test/`` prefixes), the task's metrics, the optimiser and the learning-rate
+    schedule, and the check that the networks' outputs match the data's number of classes; reseeding, the guards and
+    DDP sync come from :class:`~lit_kd.runtime.RuntimeModule`.
 
-    The task comes from the DataModule's ``task`` at setup (see :meth:`resolve_task`): for ``"regression"``
+    The task comes from the DataModule's ``task`` at setup (:func:`~lit_kd.tasks.task_of`): for ``"regression"``
     (targets scaled to ``[0, 1]``, networks with one output) the metrics are MAE and RMSE in the data's units and
-    :meth:`task_loss` is MSE. A method declares the tasks it can train in :attr:`supported_tasks` (classification
-    only by default; setup refuses others with an error naming the method).
+    :meth:`task_loss` is MSE (:class:`~lit_kd.tasks.Regression`). A method declares the tasks it can train in
+    :attr:`supported_tasks` (classification only by default; setup refuses others with an error naming the method).
 
     Args:
         student: the network being trained (any ``nn.Module`` returning logits ``[B, num_classes]``).
         num_classes: number of classes; by default taken from the DataModule's ``num_classes``.
-        optimizer: builds the optimiser from the trainable parameters (default: :func:`default_optimizer`).
+        optimizer: builds the optimiser from the trainable parameters (default:
+            :func:`~lit_kd.runtime.optimization.default_optimizer`).
         lr_scheduler: builds the scheduler from the optimiser, stepped every epoch; by default cosine annealing to
-            0 over all training steps (stepped every batch).
+            0 over all training steps, stepped every batch (ours: :mod:`lit_kd.runtime.optimization`).
         channels_last: keep the networks' weights and input batches in channels-last memory format: faster
             convolutions (on by default: +27% images/s for a KD step on this project's 2-core CPU,
             ``benchmarks/results/speed_options.md``; GPUs with tensor cores gain too). Outputs and losses are equal to
@@ -210,22 +87,38 @@ class StudentModule(LightningModule):
         self.channels_last = channels_last
         self.compile_student = compile_student
         self._compiled = False
-        self.student = student
+        self.register_student(student)
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        self.task = "classification"  # resolved from the DataModule at setup, with target_scale
-        self.target_scale = 1.0
+        self.learning_task: Task = Classification()  # resolved from the DataModule at setup
         self.train_metrics: MetricCollection | None = None
         self.val_metrics: MetricCollection | None = None
         self.test_metrics: MetricCollection | None = None
         self.evaluation_means = nn.ModuleDict()  # weighted means of the evaluation losses, made on first use
-        self._base_seed = 0
+
+    def register_student(self, student: nn.Module) -> None:
+        """Make ``student`` the submodule ``student`` (an online method keeps its networks in a list instead)."""
+        self.student = student
+
+    @property
+    def task(self) -> str:
+        """The name of the task (``"classification"`` or ``"regression"``); setting it sets :attr:`learning_task`."""
+        return self.learning_task.name
+
+    @task.setter
+    def task(self, name: str) -> None:
+        self.learning_task = make_task(name, self.learning_task.target_scale)
+
+    @property
+    def target_scale(self) -> float:
+        """What turns a regression output back into the data's units (1 for classification)."""
+        return self.learning_task.target_scale
 
     # ----------------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        """Resolve ``task`` and ``num_classes`` from the DataModule, check the networks, build the metrics."""
-        self.refuse_lr_find()
+        """Resolve the task and ``num_classes`` from the DataModule, check the networks, build the metrics."""
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         self.resolve_task(datamodule)
         data_classes = getattr(datamodule, "num_classes", None)
@@ -249,25 +142,16 @@ class StudentModule(LightningModule):
             self.test_metrics = self.train_metrics.clone(prefix="test/")
 
     def resolve_task(self, datamodule: Any) -> None:
-        """Take ``task`` (and for regression ``target_scale``) from the DataModule; refuse an unsupported task.
+        """Take the task from the DataModule (:func:`~lit_kd.tasks.task_of`); refuse one this method cannot train.
 
-        A DataModule without ``task`` means classification; without a DataModule, ``self.task`` and
-        ``self.target_scale`` stay as they are (``"classification"`` and 1 unless set by hand).
+        Without a DataModule the task stays as it is (classification unless set by hand).
 
         Raises:
             ValueError: this method's :attr:`supported_tasks` do not include the task, or a regression DataModule
                 has no ``target_scale``.
         """
         if datamodule is not None:
-            self.task = getattr(datamodule, "task", "classification")
-            if self.task == "regression":
-                target_scale = getattr(datamodule, "target_scale", None)
-                if target_scale is None:
-                    raise ValueError(
-                        f"{type(datamodule).__name__} has task='regression' but no target_scale (the factor that "
-                        "turns its [0, 1] targets back into the data's units)"
-                    )
-                self.target_scale = float(target_scale)
+            self.learning_task = task_of(datamodule)
         if self.task not in self.supported_tasks:
             source = "set on the module"
             if datamodule is not None:
@@ -279,24 +163,8 @@ class StudentModule(LightningModule):
             )
 
     def convert_inputs_for_networks(self, datamodule: Any) -> None:
-        """Feed every network that declares its own input normalisation batches converted from the data's.
-
-        A network with ``input_mean``/``input_std`` (e.g. a :class:`~lit_kd.models.PretrainedNetwork` trained with
-        ImageNet statistics) gets a forward pre-hook converting the DataModule's normalisation (``mean``/``std``)
-        into its own (:func:`~lit_kd.models.normalization.match_input_normalization`); the outermost declaring
-        module of each branch is converted (a teacher, a student, an ensemble member, an online network). Without
-        the data's ``mean``/``std`` the batches are assumed to be in the network's normalisation already (a warning
-        says so).
-        """
-        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
-        declaring = list(declaring_submodules(self))
-        for path in declaring:
-            match_input_normalization(self.get_submodule(path), mean, std)
-        if declaring and (mean is None or std is None):
-            rank_zero_warn(
-                f"{type(self).__name__}: {declaring} declare their input normalisation (input_mean/input_std) but "
-                f"{type(datamodule).__name__} has no mean/std: its batches are fed to them unconverted"
-            )
+        """Convert the data's normalisation for networks that declare their own (:mod:`lit_kd.models.normalization`)."""
+        convert_inputs_for_networks(self, datamodule)
 
     def networks_to_check(self) -> dict[str, nn.Module]:
         """Networks whose output size must equal ``num_classes`` (checked once at setup)."""
@@ -312,35 +180,18 @@ class StudentModule(LightningModule):
         return device.type == "cpu"
 
     def apply_speed_options(self) -> None:
-        """Apply ``channels_last`` (weights and network inputs) and ``compile_student`` (once)."""
-        hazards = channels_last_cpu_hazards(self) if self.channels_last and self.on_cpu() else []
-        if hazards:
-            rank_zero_warn(
-                f"channels_last is off for this CPU run: the weight gradient of a strided 1x1 convolution with "
-                f"fewer than {CHANNELS_LAST_MIN_CPU_CHANNELS} input channels never returns in that format on a CPU "
-                f"(a oneDNN fault), and this model has {len(hazards)}: {', '.join(hazards[:3])}"
-            )
-        elif self.channels_last:
-            self.to(memory_format=torch.channels_last)
-            for network in self.networks_to_check().values():
-                use_channels_last(network)
+        """Apply ``channels_last`` (weights and network inputs, where safe) and ``compile_student`` (once)."""
+        if self.channels_last:
+            use_channels_last_where_safe(self, list(self.networks_to_check().values()), self.on_cpu())
         if self.compile_student and not self._compiled:
             for network in self.trained_networks():
                 network.compile()
             self._compiled = True
 
-    @torch.no_grad()
     def check_output_sizes(self, input_shape: tuple[int, ...]) -> None:
         """Run each network of :meth:`networks_to_check` on a dummy batch and compare its output to the data."""
         for name, network in self.networks_to_check().items():
-            was_training = network.training
-            network.eval()
-            try:
-                parameter = next(network.parameters(), None)
-                device = parameter.device if parameter is not None else torch.device("cpu")
-                output = network(torch.zeros(2, *input_shape, device=device))
-            finally:
-                network.train(was_training)
+            output = probe(network, input_shape)
             logits = output[0] if isinstance(output, tuple) else output
             if logits.shape[-1] != self.num_classes:
                 raise ValueError(
@@ -350,90 +201,21 @@ class StudentModule(LightningModule):
                 )
 
     def configure_metrics(self, prefix: str) -> MetricCollection:
-        """Top-1 and top-5 accuracy (micro-averaged: the fraction of correct samples); MAE and RMSE for regression.
-
-        Regression metrics are in the data's units (predictions and targets times ``target_scale``, e.g. years):
-        see :func:`~lit_kd.methods.regression.regression_metrics`.
-        """
-        if self.task == "regression":
-            return regression_metrics(prefix, self.target_scale)
-        return MetricCollection(
-            {
-                "acc": MulticlassAccuracy(self.num_classes, top_k=1, average="micro"),
-                "acc_top5": MulticlassAccuracy(self.num_classes, top_k=min(5, self.num_classes), average="micro"),
-            },
-            prefix=prefix,
-            compute_groups=False,
-        )
+        """The task's metrics: top-1 and top-5 accuracy, or MAE and RMSE in the data's units (:mod:`lit_kd.tasks`)."""
+        return self.learning_task.metrics(prefix, self.num_classes)
 
     # -------------------------------------------------------------------------------------------- training
     def forward(self, images: Tensor) -> Tensor:
         """Student logits."""
         return self.student(images)
 
-    @abstractmethod
     def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """The method itself: loss terms for one batch (``"loss"`` is optimised, all are logged) and the logits."""
-
-    def on_fit_start(self) -> None:
-        """Refuse negative or NaN learning rates; remember the run's seed as the base of the per-batch seeds."""
-        check_learning_rates(self.trainer.optimizers, type(self).__name__)
-        self._base_seed = torch.initial_seed()
-
-    def refuse_lr_find(self) -> None:
-        """Refuse ``Tuner.lr_find`` under manual optimisation, with a message saying why and what to do instead.
-
-        Its search reads the loss each ``training_step`` returns and drives one optimiser, while these methods step
-        several optimisers themselves (or one in several steps) and return nothing.
-        """
-        if self.automatic_optimization or self._trainer is None:
-            return
-        if any(isinstance(callback, LearningRateFinder) for callback in self.trainer.callbacks):
-            raise RuntimeError(
-                f"{type(self).__name__} optimises with manual optimisation (several optimisers, several steps per "
-                "batch), which Tuner.lr_find cannot search: set the learning rates in its optimiser arguments instead"
-            )
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Reseed torch from ``(seed, epoch, batch, rank)`` so that random draws survive a resume unchanged."""
-        reseed_for_batch(self._base_seed, self.current_epoch, batch_idx, self.global_rank)
-        self._batch_idx = batch_idx
-        if not self.automatic_optimization:
-            broadcast_buffers(self)
-
-    def on_validation_start(self) -> None:
-        """Evaluate every rank with rank 0's buffers (manual optimisation; DDP does it for automatic)."""
-        if not self.automatic_optimization:
-            broadcast_buffers(self)
-
-    def on_train_end(self) -> None:
-        """Leave every rank with rank 0's buffers (manual optimisation; DDP does it for automatic)."""
-        if not self.automatic_optimization:
-            broadcast_buffers(self)
-
-    def on_train_epoch_end(self) -> None:
-        """Step epoch-interval LR schedulers under manual optimisation (Lightning steps them for automatic)."""
-        if not self.automatic_optimization:
-            self.step_schedulers("epoch")
+        raise NotImplementedError(f"{type(self).__name__} must implement training_losses(images, targets)")
 
     def step_schedulers(self, interval: str) -> None:
         """Step the LR schedulers whose interval is ``interval`` (manual optimisation steps them itself)."""
-        for config in self.trainer.lr_scheduler_configs:
-            counter = self.trainer.global_step if interval == "step" else self.current_epoch + 1
-            if config.interval == interval and counter % config.frequency == 0:
-                config.scheduler.step()
-
-    def on_before_backward(self, loss: Tensor) -> None:
-        """Stop before a NaN or infinite loss reaches the weights (see :func:`stop_on_non_finite_loss`)."""
-        stop_on_non_finite_loss(self, loss)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the per-optimiser gradient scalers of manual optimisation under 16-mixed (:func:`optimizer_scaler`)."""
-        save_scalers(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the per-optimiser gradient scalers."""
-        load_scalers(self, checkpoint)
+        step_schedulers(self, interval)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Compute the method's losses, log them and the training metrics, return the loss to optimise."""
@@ -479,12 +261,9 @@ class StudentModule(LightningModule):
         """The supervised loss of the data's task, used for evaluation and by :class:`SupervisedModule`.
 
         Cross-entropy for classification; for regression, the mean squared error between the squeezed ``[B, 1]``
-        outputs and the targets scaled to ``[0, 1]`` (the loss of the cGAN-KD regression CNNs:
-        :func:`~lit_kd.methods.regression.regression_loss`). Override it to change both.
+        outputs and the targets scaled to ``[0, 1]`` (:class:`~lit_kd.tasks.Regression`). Override it to change both.
         """
-        if self.task == "regression":
-            return regression_loss(outputs, targets)
-        return F.cross_entropy(outputs, targets)
+        return self.learning_task.loss(outputs, targets)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """The student's predictions for a batch ``(images, indices)`` of a DataModule's ``predict_dataloader``.
@@ -493,12 +272,7 @@ class StudentModule(LightningModule):
         the data's units (output times ``target_scale``). :class:`~lit_kd.callbacks.PredictionWriter` writes them.
         """
         images, index = batch
-        outputs = self(images)
-        if self.task == "regression":
-            return {"index": index, "value": regression_predictions(outputs).float() * self.target_scale}
-        probabilities = outputs.float().softmax(dim=-1)
-        probability, prediction = probabilities.max(dim=-1)
-        return {"index": index, "prediction": prediction, "probability": probability, "probabilities": probabilities}
+        return {"index": index, **self.learning_task.predictions(self(images))}
 
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, targets = batch
@@ -517,22 +291,16 @@ class StudentModule(LightningModule):
     # ---------------------------------------------------------------------------------------- optimisation
     def build_optimizer(self, factory: OptimizerCallable, parameters: Any) -> Optimizer:
         """``factory(parameters)`` with :attr:`learning_rate` (if set) on the groups at the factory's default rate."""
-        optimizer = factory(parameters)
-        if self.learning_rate is not None:
-            for group in optimizer.param_groups:
-                if group["lr"] == optimizer.defaults["lr"]:
-                    group["lr"] = self.learning_rate
-            optimizer.defaults["lr"] = self.learning_rate
-        return optimizer
+        return override_learning_rate(factory(parameters), self.learning_rate)
+
+    def with_lr_schedule(self, optimizer: Optimizer) -> dict[str, Any]:
+        """``optimizer``'s config with ``lr_scheduler`` (default: cosine annealing to 0 over all steps, per step)."""
+        return with_lr_schedule(optimizer, self.lr_scheduler_factory, self.trainer)
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """Optimise every parameter that requires a gradient (never the frozen teacher's)."""
-        optimizer = self.build_optimizer(self.optimizer_factory, [p for p in self.parameters() if p.requires_grad])
-        if self.lr_scheduler_factory is not None:
-            return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = CosineAnnealingLR(optimizer, T_max=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        return self.with_lr_schedule(self.build_optimizer(self.optimizer_factory, parameters))
 
 
 class DistillationModule(StudentModule):
@@ -541,7 +309,8 @@ class DistillationModule(StudentModule):
     The teacher is loaded from ``teacher_checkpoint`` (a lit-kd/Lightning checkpoint or a state dict), has
     ``requires_grad`` off, is kept in eval mode even after Lightning switches the module back to training, is
     never given to the optimiser, and is left out of saved checkpoints unless ``save_teacher=True`` (on resume
-    the weights loaded from ``teacher_checkpoint`` are put back).
+    the weights loaded from ``teacher_checkpoint`` are put back). A :class:`~lit_kd.runtime.TeacherRunner` runs it
+    (:attr:`frozen_teacher`, :meth:`teacher_forward`).
 
     Args:
         student: the network being trained.
@@ -572,60 +341,31 @@ class DistillationModule(StudentModule):
         save_teacher: bool = False,
         fast_teacher: bool = True,
         compile_teacher: bool = False,
-        teacher_precision: Literal["32", "16", "bf16"] = "32",
+        teacher_precision: TeacherPrecision = "32",
         **kwargs: Any,
     ) -> None:
         refuse_trust_setting(kwargs)
         super().__init__(student=student, **kwargs)
-        if teacher_precision not in ("32", "16", "bf16"):
-            raise ValueError(f"teacher_precision must be '32', '16' or 'bf16', got {teacher_precision!r}")
-        if teacher_checkpoint is not None:
-            load_network_weights(teacher, teacher_checkpoint, argument="teacher_checkpoint")
-            check_finite_weights(teacher.state_dict(), f"teacher_checkpoint: {teacher_checkpoint}")
-        elif getattr(teacher, "weights_name", None) is None:
-            rank_zero_warn(
-                f"{type(self).__name__}: teacher_checkpoint is None, so the teacher keeps the weights it was built "
-                "with; distilling from an untrained teacher teaches nothing useful."
-            )
-        self.teacher = teacher.requires_grad_(False).eval()
+        runner = TeacherRunner(teacher, fast_teacher, compile_teacher, teacher_precision, share=(self,))
+        self.teacher = load_teacher(teacher, teacher_checkpoint, type(self).__name__)
         self.save_teacher = save_teacher
-        self.fast_teacher, self.compile_teacher, self.teacher_precision = (
-            fast_teacher,
-            compile_teacher,
-            teacher_precision,
-        )
-        self.__dict__["_inference_teacher"] = None  # a plain attribute: not a submodule, not in the state dict
-        self._inference_signature: tuple[Any, ...] = ()
+        self.teacher_runner = runner
 
     @property
     def frozen_teacher(self) -> nn.Module:
-        """The teacher to run: its inference copy with ``fast_teacher``, else the teacher itself.
-
-        The copy is rebuilt whenever the teacher's weights, buffers or device change (e.g. a checkpoint was loaded).
-        It is made outside ``torch.inference_mode`` even when first asked for inside it (e.g. in a callable given to
-        :meth:`teacher_forward`), so its weights are ordinary tensors that a later pass can differentiate through.
-        """
-        if not self.fast_teacher:
-            return self.teacher
-        tensors = [*self.teacher.parameters(), *self.teacher.buffers()]
-        signature = tuple((tensor._version, tensor.data_ptr(), tensor.device) for tensor in tensors)
-        if self.__dict__["_inference_teacher"] is None or signature != self._inference_signature:
-            with torch.inference_mode(False):
-                copied = inference_copy(self.teacher, share=(self,))
-            if self.compile_teacher:
-                copied.compile()
-            self.__dict__["_inference_teacher"], self._inference_signature = copied, signature
-        return self.__dict__["_inference_teacher"]
+        """The teacher to run: its inference copy with ``fast_teacher``, else the teacher (:class:`TeacherRunner`)."""
+        return self.teacher_runner.network
 
     def _apply(self, fn: Any, recurse: bool = True) -> DistillationModule:
         """Moving or casting the module (``.to``, ``.half``, ...) drops the teacher's inference copy (made again)."""
-        self.__dict__["_inference_teacher"] = None
+        if "teacher_runner" in self.__dict__:
+            self.teacher_runner.invalidate()
         return super()._apply(fn, recurse)
 
     def apply_speed_options(self) -> None:
         """The base's options, then a fresh inference copy of the teacher (with any new hooks and memory format)."""
         super().apply_speed_options()
-        self.__dict__["_inference_teacher"] = None
+        self.teacher_runner.invalidate()
 
     def networks_to_check(self) -> dict[str, nn.Module]:
         """The student and the teacher must both output ``num_classes`` logits."""
@@ -647,18 +387,11 @@ class DistillationModule(StudentModule):
         return self.teacher_forward(self.frozen_teacher, images)
 
     def teacher_forward(self, network: Any, images: Tensor) -> Any:
-        """``network(images)`` (the teacher, or a callable running it) as a loss target: no graph.
+        """``network(images)`` (the teacher, or a callable running it) as a loss target, without a graph.
 
-        Under ``torch.inference_mode`` when ``fast_teacher`` (the outputs are cloned into ordinary tensors, which a
-        loss can save for its backward pass), else under ``torch.no_grad``.
+        See :meth:`~lit_kd.runtime.TeacherRunner.targets`.
         """
-        dtype = {"16": torch.float16, "bf16": torch.bfloat16}.get(self.teacher_precision)
-        autocast = torch.autocast(images.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with torch.inference_mode() if self.fast_teacher else torch.no_grad(), autocast:
-            output = network(images)
-        if self.fast_teacher or dtype is not None:
-            output = tree_map(lambda value: value.float().clone() if dtype else value.clone(), output)
-        return output
+        return self.teacher_runner.targets(network, images)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the frozen teacher's weights from the checkpoint unless ``save_teacher``."""

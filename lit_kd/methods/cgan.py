@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor
 from torch.optim import Adam
 
@@ -19,19 +18,12 @@ from lit_kd.losses.gan import (
     rule_of_thumb_sigma,
     sample_vicinal_batch,
 )
-from lit_kd.methods.base import (
-    broadcast_buffers,
-    check_learning_rates,
-    load_scalers,
-    optimizer_scaler,
-    reseed_for_batch,
-    save_scalers,
-    stop_on_non_finite_loss,
-)
 from lit_kd.models.gan import ConditionalGenerator, ProjectionDiscriminator
+from lit_kd.runtime.manual import in_second_phase, step_on, zero_gradient_term
+from lit_kd.runtime.module import RuntimeModule
 
 
-class ConditionalGAN(LightningModule):
+class ConditionalGAN(RuntimeModule):
     """The conditional GAN of cGAN-KD (Ding et al., 2021), trained with hinge losses on a lit-kd DataModule.
 
     Classification data (``task="classification"``) trains a class-conditional GAN (``num_classes=K`` networks):
@@ -43,13 +35,14 @@ class ConditionalGAN(LightningModule):
 
     Each ``training_step`` makes exactly one update, chosen from ``global_step``: ``discriminator_steps``
     discriminator updates, then one generator update. Under DDP every trainable parameter is in every backward pass
-    (the generator enters the discriminator loss with weight 0; the discriminator is in the generator loss) and the
-    idle side's gradients are dropped before the step, so DDP's one all-reduce per step serves without
-    ``find_unused_parameters``; on one device the discriminator step generates without a graph. Real images are
+    (the generator enters the discriminator loss with weight 0, :func:`~lit_kd.runtime.manual.zero_gradient_term`;
+    the discriminator is in the generator loss) and the idle side's gradients are dropped before the step, so DDP's
+    one all-reduce per step serves without ``find_unused_parameters``; the discriminator step generates without a
+    graph. Real images are
     mapped back from the DataModule's normalisation to ``[-1, 1]``; use ``crop_padding: 0`` (cGAN-KD's GANs train
-    with horizontal flips only). Random draws are reseeded per batch (:func:`~lit_kd.methods.base.reseed_for_batch`),
-    so a resumed run is exact. Checkpoints store the networks' ``config`` so that :mod:`lit_kd.synthesis` rebuilds
-    them from the checkpoint alone.
+    with horizontal flips only). Random draws are reseeded per batch and the guards and DDP sync run as for every
+    method (:class:`~lit_kd.runtime.RuntimeModule`), so a resumed run is exact. Checkpoints store the networks'
+    ``config`` so that :mod:`lit_kd.synthesis` rebuilds them from the checkpoint alone.
 
     Args:
         generator: a :class:`~lit_kd.models.ConditionalGenerator`.
@@ -98,7 +91,6 @@ class ConditionalGAN(LightningModule):
         self.label_range: dict[str, float] = {}  # continuous labels: range and distinct count of the training labels
         self.real_pool: tuple[Tensor, Tensor, Tensor] | None = None  # continuous labels: images, labels, distinct
         self.augmentation = (0, False)
-        self._base_seed = 0
 
     @property
     def continuous(self) -> bool:
@@ -107,6 +99,7 @@ class ConditionalGAN(LightningModule):
 
     def setup(self, stage: str) -> None:
         """Check the networks against the DataModule, take its normalisation and (CcGAN) the vicinity parameters."""
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         missing = [name for name in ("mean", "std", "num_classes", "image_size") if not hasattr(datamodule, name)]
         if missing:
@@ -143,28 +136,9 @@ class ConditionalGAN(LightningModule):
             Adam(self.generator.parameters(), lr=self.generator_lr, betas=self.betas),
         ]
 
-    def on_fit_start(self) -> None:
-        """Refuse negative or NaN learning rates; remember the run's seed as the base of the per-batch seeds."""
-        check_learning_rates(self.trainer.optimizers, type(self).__name__)
-        self._base_seed = torch.initial_seed()
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Reseed torch from ``(seed, epoch, batch, rank)``; under DDP take rank 0's buffers (BN statistics)."""
-        reseed_for_batch(self._base_seed, self.current_epoch, batch_idx, self.global_rank)
-        self._batch_idx = batch_idx
-        broadcast_buffers(self)  # manual optimisation turns DDP's own buffer broadcast off
-
-    def on_before_backward(self, loss: Tensor) -> None:
-        """Stop before a NaN or infinite loss reaches the weights, naming the step and batch."""
-        stop_on_non_finite_loss(self, loss)
-
-    def on_train_end(self) -> None:
-        """Leave every DDP rank with rank 0's buffers."""
-        broadcast_buffers(self)
-
     def is_generator_step(self, step: int) -> bool:
         """Whether global step ``step`` updates the generator (the last of every ``discriminator_steps + 1``)."""
-        return step % (self.discriminator_steps + 1) == self.discriminator_steps
+        return in_second_phase(step, self.discriminator_steps)
 
     def real_images(self, index: Tensor, device: torch.device) -> Tensor:
         """Training images ``index`` of the whole training set in ``[-1, 1]``, augmented as the DataModule does."""
@@ -214,31 +188,23 @@ class ConditionalGAN(LightningModule):
             else:
                 real = (images * self.data_std.to(images) + self.data_mean.to(images)) * 2 - 1
                 targets, fake_labels, weights = labels, labels, (None, None)
-            distributed = self.trainer.world_size > 1  # then the generator joins the backward pass with weight 0
-            with torch.set_grad_enabled(distributed):
+            with torch.no_grad():
                 fake = self.generator(noise, fake_labels)
-            scores = self.discriminator(torch.cat([real, fake.detach()]), torch.cat([targets, targets]))
+            scores = self.discriminator(torch.cat([real, fake]), torch.cat([targets, targets]))
             real_scores, fake_scores = scores.split(len(labels))
             loss = hinge_discriminator_loss(real_scores, fake_scores, *weights)
-            loss = loss + 0.0 * fake.sum() if distributed else loss
+            if self.trainer.world_size > 1:  # DDP: the generator joins the backward pass with weight 0
+                loss = loss + zero_gradient_term(self.generator)
             optimizer, idle, name = discriminator_optimizer, self.generator, "d_loss"
             self.log_dict({"train/real_score": real_scores.mean(), "train/fake_score": fake_scores.mean()})
         discriminator_optimizer.zero_grad()
         generator_optimizer.zero_grad()
-        with optimizer_scaler(self, int(optimizer is generator_optimizer)):  # 16-mixed: a GradScaler per optimiser
-            self.manual_backward(loss)
-            for parameter in idle.parameters():
-                parameter.grad = None
-            optimizer.step()
+        step_on(self, optimizer, int(optimizer is generator_optimizer), loss, idle=[idle])  # 16-mixed: a scaler each
         self.log(f"train/{name}", loss.detach(), prog_bar=True)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the per-optimiser gradient scalers (16-mixed)."""
-        load_scalers(self, checkpoint)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store how to rebuild the networks and the vicinity parameters, for stage 2; and the gradient scalers."""
-        save_scalers(self, checkpoint)
+        super().on_save_checkpoint(checkpoint)
         checkpoint["conditional_gan"] = {
             name: {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": dict(net.config)}
             for name, net in (("generator", self.generator), ("discriminator", self.discriminator))

@@ -16,7 +16,10 @@ from torch.optim.lr_scheduler import LRScheduler, MultiStepLR
 
 from lit_kd.callbacks.generator_schedule import GeneratorUpdateSchedule
 from lit_kd.losses.dfad import logit_discrepancy
-from lit_kd.methods.base import DistillationModule, optimizer_scaler
+from lit_kd.methods.base import DistillationModule
+from lit_kd.models.probe import probe
+from lit_kd.runtime.manual import step_on, zero_gradient_term
+from lit_kd.runtime.optimization import override_learning_rate
 
 
 def dfad_student_optimizer(parameters: Any) -> Optimizer:
@@ -40,20 +43,6 @@ def dfad_lr_schedule(optimizer: Optimizer) -> LRScheduler:
     return MultiStepLR(optimizer, milestones=[99, 199], gamma=0.1)
 
 
-def zero_gradient_term(module: nn.Module) -> Tensor:
-    """``0 * (sum of every parameter)``: puts the parameters in the graph with zero gradients, as DDP requires.
-
-    Example:
-        >>> from torch import nn
-        >>> layer = nn.Linear(2, 1)
-        >>> zero_gradient_term(layer).backward()
-        >>> layer.weight.grad.tolist(), layer.bias.grad.tolist()
-        ([[0.0, 0.0]], [0.0])
-    """
-    sums = [parameter.sum() for parameter in module.parameters() if parameter.requires_grad]
-    return torch.stack(sums).sum() * 0.0 if sums else torch.zeros(())
-
-
 class DataFreeAdversarialDistillation(DistillationModule):
     """DFAD of Fang, Song, Shen, Wang, Chen & Song, "Data-Free Adversarial Distillation" (arXiv:1912.11006, 2019).
 
@@ -70,9 +59,10 @@ class DataFreeAdversarialDistillation(DistillationModule):
     (a data-free epoch is ``iterations x (student_steps + generator_steps)`` batches). A generator step back-propagates
     ``-L1`` through the teacher (eval mode, frozen: its input gets gradients, its parameters none) and the student
     (detached parameters). Every trainable parameter is in every backward pass (the idle network through
-    :func:`zero_gradient_term`), so DDP needs no ``find_unused_parameters``; the idle network's zero gradients are
-    dropped and only the active optimiser steps, through Lightning (AMP-correct). Manual optimisation: Lightning
-    refuses trainer-level gradient clipping and accumulation; the base steps the LR schedulers once per epoch.
+    :func:`~lit_kd.runtime.manual.zero_gradient_term`), so DDP needs no ``find_unused_parameters``; the idle
+    network's zero gradients are dropped and only the active optimiser steps, through Lightning (AMP-correct).
+    Manual optimisation: Lightning refuses trainer-level gradient clipping and accumulation; the base steps the LR
+    schedulers once per epoch.
     Logs ``train/student_l1`` and ``train/generator_l1`` (the discrepancy before each update).
 
     Args:
@@ -131,15 +121,10 @@ class DataFreeAdversarialDistillation(DistillationModule):
                 f"{type(self).__name__} trains on latent noise, not images: fit it with lit_kd.data.DataFreeDataModule "
                 f"(got {type(datamodule).__name__})"
             )
-        was_training = self.generator.training
-        self.generator.eval()
         try:
-            with torch.no_grad():
-                shape = tuple(self.generator(torch.zeros(2, latent_dim, device=self.device)).shape[1:])
+            shape = tuple(probe(self.generator, (latent_dim,)).shape[1:])
         except RuntimeError as error:
             raise ValueError(f"the generator does not take the data's latent_dim={latent_dim}: {error}") from error
-        finally:
-            self.generator.train(was_training)
         if shape != tuple(datamodule.input_shape):
             raise ValueError(f"the generator makes images of shape {shape}, the data's are {datamodule.input_shape}")
 
@@ -172,12 +157,7 @@ class DataFreeAdversarialDistillation(DistillationModule):
         losses = self.adversarial_losses(latent, generator_step)
         student_optimizer, generator_optimizer = self.optimizers()
         optimizer, idle = (generator_optimizer, self.student) if generator_step else (student_optimizer, self.generator)
-        optimizer.zero_grad()
-        with optimizer_scaler(self, int(generator_step)):  # under 16-mixed, each optimiser has its own GradScaler
-            self.manual_backward(losses["loss"])
-            for parameter in idle.parameters():
-                parameter.grad = None
-            optimizer.step()
+        step_on(self, optimizer, int(generator_step), losses["loss"], idle=[idle])
         name = "train/generator_l1" if generator_step else "train/student_l1"
         self.log(name, losses["discrepancy"].detach(), prog_bar=True, batch_size=len(latent))
 
@@ -192,9 +172,7 @@ class DataFreeAdversarialDistillation(DistillationModule):
             parameters = [p for p in network.parameters() if p.requires_grad]
             is_student = network is self.student
             optimizer = self.build_optimizer(make_optimizer, parameters) if is_student else make_optimizer(parameters)
-            if lr is not None:  # before the scheduler records its initial learning rates
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+            override_learning_rate(optimizer, lr)  # the schedule's rate, before the scheduler records the rates
             config: dict[str, Any] = {"optimizer": optimizer}
             if make_scheduler is not None:
                 config["lr_scheduler"] = {"scheduler": make_scheduler(optimizer), "interval": "epoch"}

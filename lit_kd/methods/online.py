@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from lit_kd.losses.dml import all_pairs, mutual_kl
 from lit_kd.methods.base import StudentModule, default_optimizer
@@ -63,13 +61,15 @@ class OnlineDistillationModule(StudentModule):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         super().__init__(networks[0], num_classes=num_classes, optimizer=optimizer, lr_scheduler=lr_scheduler, **kwargs)
-        del self._modules["student"]  # the networks live in self.networks only; `student` is a view of the best one
         self.networks = nn.ModuleList(networks)
         self.temperature = temperature
         self.kl_reduction = kl_reduction
         self.best_network = 0
         self.pair_schedule: PairSchedule | None = None
         self.network_metrics: nn.ModuleDict | None = None
+
+    def register_student(self, student: nn.Module) -> None:
+        """The networks live in :attr:`networks` only; :attr:`student` is a view of the best one."""
 
     @property
     def student(self) -> nn.Module:
@@ -118,11 +118,6 @@ class OnlineDistillationModule(StudentModule):
             total = total + cross_entropy + kl
         return {"loss": total, **terms}
 
-    def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """CE + mutual KL of every network; returns the loss terms and network 0's logits."""
-        logits = [network(images) for network in self.networks]
-        return self.mutual_losses(logits, targets, self.active_pairs()), logits[0]
-
     def log_network_metrics(self, stage: str, logits: list[Tensor], targets: Tensor) -> None:
         """Update and log each network's accuracy under ``<stage>/net<i>/``."""
         if self.network_metrics is None:
@@ -132,11 +127,15 @@ class OnlineDistillationModule(StudentModule):
             metrics.update(network_logits.detach(), targets)
             self.log_dict(metrics, on_step=False, on_epoch=True)
 
+    def training_losses(self, images: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """CE + mutual KL of every network (:meth:`mutual_losses`); the loss terms and every network's logits."""
+        logits = [network(images) for network in self.networks]
+        return self.mutual_losses(logits, targets, self.active_pairs()), logits
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         """One optimisation step on every network (automatic optimisation)."""
         images, targets = batch
-        logits = [network(images) for network in self.networks]
-        losses = self.mutual_losses(logits, targets, self.active_pairs())
+        losses, logits = self.training_losses(images, targets)
         self.log_loss_terms(losses, "train", batch_size=len(targets))
         self.log_network_metrics("train", logits, targets)
         return losses["loss"]
@@ -189,10 +188,3 @@ class OnlineDistillationModule(StudentModule):
     def configure_optimizers_for(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
         """``optimizer`` over ``groups`` with ``lr_scheduler`` (default: cosine annealing to 0, stepped per step)."""
         return self.with_lr_schedule(self.build_optimizer(self.optimizer_factory, groups))
-
-    def with_lr_schedule(self, optimizer: Optimizer) -> dict[str, Any]:
-        """``optimizer``'s config with ``lr_scheduler`` (default: cosine annealing to 0 over all steps, per step)."""
-        if self.lr_scheduler_factory is not None:
-            return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
-        scheduler = CosineAnnealingLR(optimizer, T_max=max(int(self.trainer.estimated_stepping_batches), 1))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

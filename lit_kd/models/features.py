@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_kd.models.base import FeatureNet
+from lit_kd.models.probe import evaluation_mode, first_device, probe
 
 LayerName = int | str
 
@@ -69,18 +70,12 @@ def _suggestions(network: nn.Module, limit: int = 24) -> str:
     for name, module in network.named_modules():
         if name:
             handles.append(module.register_forward_hook(functools.partial(_note_4d, four_d, name)))
-    was_training = network.training
     try:
-        parameter = next(network.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        network.eval()
-        with torch.no_grad():
-            network(torch.zeros(1, 3, 32, 32, device=device))
+        probe(network, (3, 32, 32), batch_size=1)
         ordered = four_d + [name for name in names if name not in four_d]
     except Exception:  # a network that does not take 32x32 images: list every path
         ordered = names
     finally:
-        network.train(was_training)
         for handle in handles:
             handle.remove()
     shown = ", ".join(ordered[:limit])
@@ -164,14 +159,8 @@ def probe_maps(taps: FeatureTaps, image_size: int | Sequence[int]) -> list[Tenso
     """The maps of ``taps`` on a zero batch ``[2, 3, H, W]`` (in eval mode), to size adapters before training."""
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     network = taps.network
-    was_training = network.training
-    parameter = next(network.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    network.eval()
-    try:
-        _, maps = taps(torch.zeros(2, 3, height, width, device=device))
-    finally:
-        network.train(was_training)
+    with evaluation_mode(network):
+        _, maps = taps(torch.zeros(2, 3, height, width, device=first_device(network)))
     for name, feature_map in zip(taps.layers, maps, strict=True):
         if feature_map.dim() != 4:
             raise ValueError(

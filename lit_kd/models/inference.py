@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lit_kd.models.probe import evaluation_mode
+
 
 def conv_batchnorm_pairs(network: nn.Module) -> list[tuple[str, str]]:
     """``(conv path, batchnorm path)`` pairs where the BatchNorm's only input is the convolution's output.
@@ -90,8 +92,8 @@ def modules_called_more_than_once(network: nn.Module, probe_size: int = 32) -> s
 
     Example:
         >>> conv = nn.Conv2d(3, 3, 1)
-        >>> modules_called_more_than_once(nn.Sequential(conv, nn.ReLU(), conv).eval())
-        {'0', '2'}
+        >>> sorted(modules_called_more_than_once(nn.Sequential(conv, nn.ReLU(), conv).eval()))
+        ['0', '2']
     """
     paths: dict[int, list[str]] = {}
     for name, module in network.named_modules(remove_duplicate=False):
@@ -103,11 +105,9 @@ def modules_called_more_than_once(network: nn.Module, probe_size: int = 32) -> s
     ]
     first_conv = next((module for module in network.modules() if isinstance(module, nn.Conv2d)), None)
     reference = next(itertools.chain(network.parameters(), network.buffers()), None)
-    modes = {module: module.training for module in network.modules()}
-    network.eval()
     probed = False
     try:
-        with torch.no_grad():
+        with torch.no_grad(), evaluation_mode(network):
             network(
                 torch.zeros(
                     2,
@@ -124,8 +124,6 @@ def modules_called_more_than_once(network: nn.Module, probe_size: int = 32) -> s
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
     repeated = {name for key, count in counts.items() if count > 1 for name in paths.get(key, [])} if probed else set()
     graph = _trace(network)
     if graph is not None:  # a module reached under several paths counts once per node of each

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
@@ -156,3 +157,23 @@ def declaring_submodules(root: nn.Module) -> dict[str, nn.Module]:
 
     visit("", root)
     return found
+
+
+def convert_inputs_for_networks(root: nn.Module, datamodule: Any) -> None:
+    """Feed every network under ``root`` that declares its own input normalisation batches converted from the data's.
+
+    A network with ``input_mean``/``input_std`` (e.g. a :class:`~lit_kd.models.PretrainedNetwork` trained with
+    ImageNet statistics) gets a forward pre-hook converting the DataModule's normalisation (``mean``/``std``) into
+    its own (:func:`match_input_normalization`); the outermost declaring module of each branch is converted (a
+    teacher, a student, an ensemble member, an online network). Without the data's ``mean``/``std`` the batches are
+    assumed to be in the network's normalisation already (a warning says so).
+    """
+    mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    declaring = list(declaring_submodules(root))
+    for path in declaring:
+        match_input_normalization(root.get_submodule(path), mean, std)
+    if declaring and (mean is None or std is None):
+        rank_zero_warn(
+            f"{type(root).__name__}: {declaring} declare their input normalisation (input_mean/input_std) but "
+            f"{type(datamodule).__name__} has no mean/std: its batches are fed to them unconverted"
+        )
