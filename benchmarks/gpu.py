@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from common import IterationTimer, markdown_table, quiet_benchmark, write_results
 
-from lit_kd.cli import LitKDCLI
+from lit_kd.lightning_cli import LitKDCLI
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "cifar10"
 METHODS = {

@@ -40,6 +40,8 @@ from torch import Tensor, nn
 
 from lit_kd.checkpointing import check_finite_weights, safe_load
 from lit_kd.data.synthetic import file_sha256
+from lit_kd.lightning_cli import LitKDCLI
+from lit_kd.loggers import config_as_dict
 from lit_kd.models.normalization import (
     InputConversion,
     declared_normalization,
@@ -269,9 +271,6 @@ def load_trained(module: nn.Module, checkpoint: str | Path) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """``lit-kd export``: export options here, the rest (``--config``, overrides) builds the recipe's classes."""
-    from lit_kd.cli import LitKDCLI
-    from lit_kd.loggers import config_as_dict
-
     parser = argparse.ArgumentParser(
         prog="lit-kd export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

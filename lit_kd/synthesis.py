@@ -1,17 +1,17 @@
-r"""Stage 2 of cGAN-KD: sample a trained conditional GAN, filter and relabel the samples with the teacher, save them.
+r"""``lit-kd synthesize``, cGAN-KD's stage 2: sample a trained conditional GAN, filter and relabel with the teacher.
 
 Ding et al. (2021) draw many samples per class (or per label of a grid for regression) from the conditional GAN,
 optionally subsample them, drop those the teacher disagrees with, relabel the rest with the teacher's prediction,
 and train the student on real + synthetic data. The command writes a synthetic-set folder
 (:mod:`lit_kd.data.synthetic`) that any recipe adds to its training data with ``--data.synthetic_dir``::
 
-    python -m lit_kd.synthesis --gan_checkpoint checkpoints/cifar10/cgan_sngan/last.ckpt \
+    lit-kd synthesize --gan_checkpoint checkpoints/cifar10/cgan_sngan/last.ckpt \
         --teacher lit_kd.models.CifarResNet --teacher.depth 56 --teacher.num_classes 10 \
         --teacher_checkpoint checkpoints/cifar10/teacher_resnet56/last.ckpt \
         --data lit_kd.data.CIFAR10DataModule --output_dir synthetic/cifar10/cgan_sngan --per_label 5000
 
 The DataModule is only read for its normalisation, task, number of classes, image size and ``target_scale``; no
-image is loaded. ``python -m lit_kd.synthesis --help`` lists every option.
+image is loaded. ``lit-kd synthesize --help`` lists every option.
 """
 
 from __future__ import annotations
@@ -408,11 +408,11 @@ def _import_class(class_path: str) -> type[nn.Module]:
 
 
 def main(args: list[str] | None = None) -> None:
-    """``python -m lit_kd.synthesis``: :func:`run` from the command line (options as its arguments, or ``--config``)."""
+    """``lit-kd synthesize``: :func:`run` from the command line (options as its arguments, or ``--config``)."""
     from jsonargparse import CLI
 
-    with one_line_errors("python -m lit_kd.synthesis"):
-        directory = CLI(run, args=args, as_positional=False)
+    with one_line_errors("lit-kd synthesize"):
+        directory = CLI(run, args=args, as_positional=False, prog="lit-kd synthesize")
     print(f"synthetic set written to {directory}")
 
 

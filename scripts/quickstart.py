@@ -18,7 +18,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 def fit_and_test(recipe: str, common: list[str]) -> tuple[float, float]:
     """Fit ``recipe`` with the shared overrides, then test its last weights; returns (test accuracy, seconds)."""
-    from lit_kd.cli import LitKDCLI
+    from lit_kd.lightning_cli import LitKDCLI
 
     cli = LitKDCLI(args=["--config", str(REPOSITORY / "recipes" / "cifar10" / recipe), *common], run=False)
     start = time.perf_counter()

@@ -9,7 +9,7 @@ import torch
 
 import lit_kd.checkpointing
 from lit_kd.checkpointing import AtomicCheckpointIO
-from lit_kd.cli import LitKDCLI
+from lit_kd.lightning_cli import LitKDCLI
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "cifar10" / "vanilla_resnet20.yaml"
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 import yaml
 from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 
+from lit_kd.born_again import run_generations
 from lit_kd.losses import soft_target_kl
 from lit_kd.methods import EnsembleDistillation, LogitEnsemble, SeedEnsembleModule, SelfDistillation
-from lit_kd.methods.born_again import run_generations
 from lit_kd.models import create_model
 
 

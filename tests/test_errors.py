@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import TinyNet, tiny_cifar, tiny_trainer
 
+from lit_kd.born_again import main as born_again_main
 from lit_kd.methods import SupervisedModule
-from lit_kd.methods.born_again import main as born_again_main
 from lit_kd.synthesis import main as synthesis_main
 
 
@@ -24,7 +24,7 @@ def test_born_again_driver_errors_are_one_line(tmp_path: Path, capsys: pytest.Ca
     with pytest.raises(SystemExit) as stopped:
         born_again_main(["--config", str(tmp_path / "missing.yaml"), "--output_dir", str(tmp_path / "out")])
     assert stopped.value.code == 2
-    assert "missing.yaml" in one_line(capsys, "python -m lit_kd.methods.born_again")
+    assert "missing.yaml" in one_line(capsys, "lit-kd born-again")
 
 
 def test_synthesis_driver_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -40,7 +40,7 @@ def test_synthesis_driver_errors_are_one_line(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as stopped:
         synthesis_main(args)
     assert stopped.value.code == 2
-    assert "no_gan.ckpt does not exist" in one_line(capsys, "python -m lit_kd.synthesis")
+    assert "no_gan.ckpt does not exist" in one_line(capsys, "lit-kd synthesize")
 
 
 @pytest.mark.parametrize("rate", [float("nan"), float("inf")])

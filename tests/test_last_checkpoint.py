@@ -15,8 +15,8 @@ from helpers import fit_args
 
 from lit_kd.callbacks.checkpoint import LOCK_NAME
 from lit_kd.checkpointing import safe_load
-from lit_kd.cli import LitKDCLI
 from lit_kd.cli import main as lit_kd_main
+from lit_kd.lightning_cli import LitKDCLI
 
 RECIPE = "cifar10/vanilla_resnet8.yaml"  # monitor: val/acc, save_last: true, dirpath checkpoints/cifar10/...
 FOLDER = Path("checkpoints/cifar10/vanilla_resnet8")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from helpers import TinyNet, tiny_cifar, tiny_trainer
 from torch import nn
 
-from lit_kd.cli import LitKDCLI
+from lit_kd.lightning_cli import LitKDCLI
 from lit_kd.methods import HintonKD
 from lit_kd.models import PretrainedNetwork, available_pretrained
 from lit_kd.models.pretrained import PRETRAINED_WEIGHTS, CifarResNet

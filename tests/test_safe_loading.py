@@ -19,13 +19,13 @@ import torch
 from helpers import RECIPES, TinyNet, fit_args, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lit_kd.born_again import run_generations
 from lit_kd.checkpointing import UntrustedCheckpointError, load_network_weights, safe_load
-from lit_kd.cli import LitKDCLI
 from lit_kd.cli import main as lit_kd_main
 from lit_kd.data import CorruptDatasetError, load_synthetic_set, save_synthetic_set
 from lit_kd.data.image_files import _fingerprint, list_class_images, load_images_cached
+from lit_kd.lightning_cli import LitKDCLI
 from lit_kd.methods import EnsembleDistillation, HintonKD, SupervisedModule
-from lit_kd.methods.born_again import run_generations
 from lit_kd.models import create_model
 from lit_kd.models.pretrained import PRETRAINED_WEIGHTS
 from lit_kd.synthesis import load_conditional_gan

@@ -28,7 +28,7 @@ from PIL import Image
 from test_recipes import DATA_FIXTURES, RECIPES, recipe_args
 
 from lit_kd.callbacks import BoundarySampleGallery
-from lit_kd.cli import LitKDCLI
+from lit_kd.lightning_cli import LitKDCLI
 
 #: One epoch, every step logged, no sanity check. Unlike ``fast_dev_run``, which replaces the loggers by a no-op
 #: logger and turns checkpointing off, this logs and checkpoints.

@@ -16,8 +16,8 @@ class SelfDistillation(HintonKD):
     (:class:`~lit_kd.methods.HintonKD`) with born-again defaults ``alpha = 1`` and ``T = 1``: the student matches
     the teacher's output distribution, with no label term and no softening (Furlanello et al., 2018, Sec. 3, as we
     recall it: the paper's text was not at hand to check; ``alpha < 1`` adds the labels back). Allen-Zhu & Li
-    (2020) explain the gain as an implicit ensemble. ``python -m lit_kd.methods.born_again`` runs several
-    generations in a row (:func:`lit_kd.methods.born_again.run_generations`).
+    (2020) explain the gain as an implicit ensemble. ``lit-kd born-again`` runs several generations in a row
+    (:func:`lit_kd.born_again.run_generations`).
 
     Args:
         student: the network being trained.

@@ -1,8 +1,9 @@
-r"""Run born-again generations: generation ``g + 1`` of a recipe is distilled from generation ``g``'s checkpoint.
+r"""``lit-kd born-again``: born-again generations, generation ``g + 1`` of a recipe distilled from generation ``g``.
 
-Usage (extra options go to ``lit-kd fit``, for every generation):
+The method is :class:`~lit_kd.methods.SelfDistillation`; this command chains its runs. Usage (extra options go to
+``lit-kd fit``, for every generation):
 
-    python -m lit_kd.methods.born_again --config recipes/cifar10/born_again_resnet20.yaml --generations 3 \
+    lit-kd born-again --config recipes/cifar10/born_again_resnet20.yaml --generations 3 \
         --output_dir runs/born_again_resnet20 --data.data_dir data
 
 Writes ``<output_dir>/generation<g>/{config.yaml,student.ckpt}`` and ``<output_dir>/generations.json`` (per
@@ -19,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from lit_kd.cli import LitKDCLI
 from lit_kd.errors import one_line_errors
+from lit_kd.lightning_cli import LitKDCLI
 
 
 def generation_config(recipe: dict[str, Any], generation: int, teacher_checkpoint: str, folder: Path) -> dict:
@@ -96,18 +97,16 @@ def run_generations(
 
 
 def main(args: list[str] | None = None) -> None:
-    """Command line of :func:`run_generations`; unknown options go to ``lit-kd fit``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """``lit-kd born-again``: :func:`run_generations` from the command line; unknown options go to ``lit-kd fit``."""
+    parser = argparse.ArgumentParser(
+        prog="lit-kd born-again", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="a self-distillation recipe")
     parser.add_argument("--generations", type=int, default=3, help="number of generations (default 3)")
     parser.add_argument("--output_dir", required=True, help="folder for checkpoints and generations.json")
     parser.add_argument("--teacher_checkpoint", help="generation 0's teacher (default: the recipe's)")
     known, cli_args = parser.parse_known_args(args)
-    with one_line_errors("python -m lit_kd.methods.born_again"):
+    with one_line_errors("lit-kd born-again"):
         records = run_generations(known.config, known.generations, known.output_dir, cli_args, known.teacher_checkpoint)
     for record in records:
         print(f"generation {record['generation']}: test/acc {record['test'].get('test/acc', float('nan')):.4f}")
-
-
-if __name__ == "__main__":
-    main()
