@@ -21,10 +21,12 @@ from torch import nn
 
 from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule, DiscriminatorUpdateSchedule
 from lit_kd.data import DataFreeDataModule, UTKFaceDataModule
+from lit_kd.losses.terms import CrossEntropyTerm, HintTerm, KDTerm
 from lit_kd.methods import (
     ActivationMapAdaptation,
     AttentionTransfer,
     BSSDistillation,
+    ComposedDistillation,
     DeepMutualLearning,
     EnsembleDistillation,
     FitNets,
@@ -109,6 +111,13 @@ def attention_transfer(work_dir: Path) -> MethodCase:
     )
 
 
+def composed(work_dir: Path) -> MethodCase:
+    """A composed objective with a trained term (the hint regressor) and a warm-up: CE + KD + hint."""
+    terms = [CrossEntropyTerm(weight=0.5), KDTerm(weight=0.5, warmup_epochs=2), HintTerm(weight=10.0)]
+    module = ComposedDistillation(tiny_resnet(), tiny_resnet(8), terms, teacher_checkpoint=feature_teacher(work_dir))
+    return MethodCase(module, [])
+
+
 def ama(work_dir: Path) -> MethodCase:
     return MethodCase(
         ActivationMapAdaptation(tiny_resnet(), tiny_resnet(8), teacher_checkpoint=feature_teacher(work_dir)), []
@@ -171,6 +180,7 @@ METHOD_CASES: dict[str, Case] = {
     "fitnets": fitnets,
     "attention_transfer": attention_transfer,
     "ama": ama,
+    "composed": composed,
     "ensemble": ensemble,
     "seeds": seeds,
     "self_distillation": self_distillation,

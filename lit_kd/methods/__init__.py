@@ -7,6 +7,7 @@ from lit_kd.methods.attention_transfer import AttentionTransfer
 from lit_kd.methods.base import DistillationModule, StudentModule, default_optimizer
 from lit_kd.methods.bss import BSSDistillation
 from lit_kd.methods.cgan import ConditionalGAN
+from lit_kd.methods.composed import ComposedDistillation
 from lit_kd.methods.dfad import DataFreeAdversarialDistillation
 from lit_kd.methods.dml import DeepMutualLearning
 from lit_kd.methods.ensemble import EnsembleDistillation, LogitEnsemble
@@ -21,6 +22,7 @@ __all__ = [
     "ActivationMapAdaptation",
     "AttentionTransfer",
     "BSSDistillation",
+    "ComposedDistillation",
     "ConditionalGAN",
     "DataFreeAdversarialDistillation",
     "DeepMutualLearning",

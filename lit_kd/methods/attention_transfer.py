@@ -9,8 +9,7 @@ from torch import Tensor, nn
 
 from lit_kd.losses import attention_transfer_loss
 from lit_kd.methods.base import DistillationModule
-from lit_kd.models.base import FeatureNet
-from lit_kd.models.features import FeatureTaps, LayerName, probe_maps
+from lit_kd.models.features import FeatureTaps, LayerName, probe_maps, stage_outputs
 
 
 class AttentionTransfer(DistillationModule):
@@ -80,13 +79,3 @@ class AttentionTransfer(DistillationModule):
         attention = sum(attention_transfer_loss(s, t, self.p) for s, t in zip(student_maps, teacher_maps, strict=True))
         loss = cross_entropy + self.beta * attention
         return {"loss": loss, "ce": cross_entropy, "at": attention}, student_logits
-
-
-def stage_outputs(network: nn.Module, argument: str) -> list[LayerName]:
-    """Every stage output of a zoo network (feature indices ``1 .. n``); other networks must name their layers."""
-    if not isinstance(network, FeatureNet):
-        raise ValueError(
-            f"{argument}: {type(network).__name__} is not a lit_kd.models.FeatureNet, so its maps must be named by "
-            f"module path (e.g. {argument}: [layer2, layer3])"
-        )
-    return list(range(1, len(network.feature_channels)))

@@ -168,3 +168,13 @@ def probe_maps(taps: FeatureTaps, image_size: int | Sequence[int]) -> list[Tenso
                 "not a [B, C, H, W] feature map"
             )
     return maps
+
+
+def stage_outputs(network: nn.Module, argument: str) -> list[LayerName]:
+    """Every stage output of a zoo network (feature indices ``1 .. n``); other networks must name their layers."""
+    if not isinstance(network, FeatureNet):
+        raise ValueError(
+            f"{argument}: {type(network).__name__} is not a lit_kd.models.FeatureNet, so its maps must be named by "
+            f"module path (e.g. {argument}: [layer2, layer3])"
+        )
+    return list(range(1, len(network.feature_channels)))
