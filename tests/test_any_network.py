@@ -35,7 +35,8 @@ from lit_kd.methods import (
     SelfDistillation,
     SupervisedModule,
 )
-from lit_kd.models import DFADGenerator
+from lit_kd.models import DFADGenerator, create_model
+from lit_kd.models.features import spatial_stages
 
 
 def saved_teacher(work_dir: Path, name: str = "resnet18", seed: int = 100) -> str:
@@ -111,6 +112,20 @@ CASES: dict[str, Callable[[Path], tuple[pl.LightningModule, list[pl.Callback]]]]
         OnlineAdversarialFeatureKD([mobilenet(), resnet()], feature_layers=["features.12", "layer4"], num_classes=10),
         [],
     ),
+    # no layer named: each method takes the stage outputs found by a probe pass (issue 24)
+    "fitnets_unnamed": lambda d: (
+        FitNets(mobilenet(), resnet(), teacher_checkpoint=saved_teacher(d), num_classes=10),
+        [],
+    ),
+    "attention_transfer_unnamed": lambda d: (
+        AttentionTransfer(mobilenet(), resnet(), teacher_checkpoint=saved_teacher(d), num_classes=10),
+        [],
+    ),
+    "ama_unnamed": lambda d: (
+        ActivationMapAdaptation(mobilenet(1), resnet(), teacher_checkpoint=saved_teacher(d), num_classes=10),
+        [],
+    ),
+    "afd_unnamed": lambda d: (OnlineAdversarialFeatureKD([mobilenet(), resnet()], num_classes=10), []),
 }
 
 
@@ -163,10 +178,14 @@ def test_wrong_layer_names_fail_at_construction_listing_valid_paths(tmp_path: Pa
         ValueError, match=r"guided_layer: ResNet has no submodule 'layer9'; .*layer1.*\.\.\. \(\d+ more\)"
     ):
         FitNets(mobilenet(), resnet(), hint_layer="features.3", guided_layer="layer9")
-    with pytest.raises(ValueError, match="student_layers: MobileNetV3 is not a lit_kd.models.FeatureNet"):
-        AttentionTransfer(mobilenet(), resnet())
     with pytest.raises(ValueError, match="feature_layers.*a feature index needs a lit_kd.models.FeatureNet"):
-        OnlineAdversarialFeatureKD([mobilenet(), resnet()])
+        OnlineAdversarialFeatureKD([mobilenet(), resnet()], feature_layers=-1)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    with pytest.raises(
+        ValueError, match=r"Sequential has no \[B, C, H, W\] feature maps.*name the feature layers"
+    ) as error:
+        AttentionTransfer(mlp, resnet())
+    assert "\n" not in str(error.value)
 
 
 def test_maps_that_cannot_be_paired_fail_at_construction() -> None:
@@ -272,3 +291,38 @@ def test_a_deep_copy_of_a_hook_based_method_reads_its_own_networks(tmp_path: Pat
     _, (original,) = module.student_taps(images)
     _, (copied,) = twin.student_taps(images)
     assert not torch.allclose(original, copied)
+
+
+def test_unnamed_layers_are_the_stage_outputs_paired_from_the_deepest(tmp_path: Path) -> None:
+    """A probe pass finds each network's stage outputs; zoo networks keep their exact defaults."""
+    assert spatial_stages(resnet()) == ["relu", "layer1", "layer2", "layer3", "layer4"]
+    assert spatial_stages(mobilenet()) == ["features.0", "features.1", "features.3", "features.8", "features"]
+    teacher = saved_teacher(tmp_path)
+    at = AttentionTransfer(mobilenet(), resnet(), teacher_checkpoint=teacher)
+    assert at.student_taps.layers == ["features.0", "features.1", "features.3", "features.8", "features"]
+    assert at.teacher_taps.layers == ["relu", "layer1", "layer2", "layer3", "layer4"]
+    shallow = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU())
+    paired = AttentionTransfer(shallow, resnet(), teacher_checkpoint=teacher, num_classes=10)
+    assert paired.student_taps.layers == ["1"] and paired.teacher_taps.layers == ["layer4"]  # the deepest pair
+    fitnets = FitNets(mobilenet(), resnet(), teacher_checkpoint=teacher)
+    assert (fitnets.student_taps.layers, fitnets.teacher_taps.layers) == (["features.3"], ["layer2"])  # middle
+    ama = ActivationMapAdaptation(mobilenet(), resnet(), teacher_checkpoint=teacher)
+    assert (ama.adapted_layer, ama.student_taps.layers) == ("layer2", ["features.3"])
+    afd = OnlineAdversarialFeatureKD([mobilenet(), resnet()])
+    assert [taps.layers for taps in afd.taps] == [["features"], ["layer4"]]  # the last stage
+
+    zoo_student, zoo_teacher = create_model("resnet8", num_classes=10), create_model("resnet20", num_classes=10)
+    assert AttentionTransfer(zoo_student, zoo_teacher).student_taps.layers == ["stages.0", "stages.1", "stages.2"]
+    assert FitNets(zoo_student, zoo_teacher).student_taps.layers == ["stages.1"]  # hint_layer 2, as before
+    assert ActivationMapAdaptation(zoo_student, zoo_teacher).adapted_layer == "stages.1"
+    assert [t.layers for t in OnlineAdversarialFeatureKD([zoo_student, zoo_teacher]).taps] == [["stages.2"]] * 2
+
+
+def test_the_chosen_layers_are_logged_once_at_info(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO"):
+        FitNets(mobilenet(), resnet(), teacher_checkpoint=saved_teacher(tmp_path))
+    chosen = [record.getMessage() for record in caplog.records if "no layer named" in record.getMessage()]
+    assert chosen == [
+        "guided_layer: ResNet has no layer named; using its stage outputs ['layer2']",
+        "hint_layer: MobileNetV3 has no layer named; using its stage outputs ['features.3']",
+    ]

@@ -96,7 +96,7 @@ def test_fitnets_trains_the_regressor_never_the_teacher(tmp_path: Path, cifar_fo
 
 def test_feature_methods_explain_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="a feature index needs a lit_kd.models.FeatureNet; TinyNet is not one"):
-        FitNets(TinyNet(), create_model("resnet8", num_classes=10))
+        FitNets(TinyNet(), create_model("resnet8", num_classes=10), hint_layer=2)
     with pytest.raises(ValueError, match=r"hint_layer must be in 0\.\.3"):
         make(FitNets, tmp_path, hint_layer=4)
     with pytest.raises(ValueError, match="pair up"):

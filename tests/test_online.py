@@ -206,7 +206,7 @@ def test_l1_variant_has_no_discriminators_and_aligns_features() -> None:
     with pytest.raises(ValueError, match="feature_loss"):
         afd_pair(feature_loss="l2")
     with pytest.raises(ValueError, match="FeatureNet"):
-        OnlineAdversarialFeatureKD([TinyNet(), TinyNet()])
+        OnlineAdversarialFeatureKD([TinyNet(), TinyNet()], feature_layers=-1)  # an index needs a zoo network
     with pytest.raises(ValueError, match="at least 2"):
         DeepMutualLearning([TinyNet()])
 

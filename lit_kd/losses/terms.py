@@ -30,7 +30,7 @@ from lit_kd.losses.dist import dist_loss
 from lit_kd.losses.dkd import dkd_loss
 from lit_kd.losses.fitnets import ConvRegressor, hint_loss
 from lit_kd.losses.kd import soft_target_kl
-from lit_kd.models.features import LayerName, stage_outputs
+from lit_kd.models.features import LayerName, middle_stage_pair, stage_pairs
 
 
 @dataclass
@@ -208,9 +208,9 @@ class AttentionTerm(LossTerm):
 
     Args:
         p: exponent of the attention map (2, szagoruyko/attention-transfer ``utils.py:19``).
-        student_layers: the student's maps (module paths or zoo feature indices); by default every stage output of a
-            zoo network.
-        teacher_layers: the teacher's maps, paired one to one; by default every stage output of a zoo network.
+        student_layers: the student's maps (module paths or zoo feature indices); by default every stage output
+            (:func:`~lit_kd.models.features.spatial_stages` for any network), paired from the deepest back.
+        teacher_layers: the teacher's maps, paired one to one; by default every stage output.
         **kwargs: ``weight`` (``AttentionTransfer``'s ``beta``: 1000 there), ``warmup_epochs``, ``name``.
     """
 
@@ -229,10 +229,8 @@ class AttentionTerm(LossTerm):
         self.p, self.requested = p, (student_layers, teacher_layers)
 
     def resolve_layers(self, student: nn.Module, teacher: nn.Module) -> None:
-        """The requested layers, or every stage output of zoo networks; they must pair up one to one."""
-        student_layers, teacher_layers = self.requested
-        self.student_layers = stage_outputs(student, "student_layers") if student_layers is None else student_layers
-        self.teacher_layers = stage_outputs(teacher, "teacher_layers") if teacher_layers is None else teacher_layers
+        """The requested layers, or every stage output paired from the deepest back; they must pair one to one."""
+        self.student_layers, self.teacher_layers = stage_pairs(student, teacher, *self.requested)
         if len(self.student_layers) != len(self.teacher_layers) or not self.student_layers:
             raise ValueError(
                 f"AttentionTerm: student_layers {self.student_layers} and teacher_layers {self.teacher_layers} must "
@@ -249,18 +247,26 @@ class HintTerm(LossTerm):
     """FitNets' hint, ``MSE(regressor(s), t)`` with a trained :class:`~lit_kd.losses.ConvRegressor` (as ``FitNets``).
 
     Args:
-        student_layer: the student's hint map (module path or zoo feature index; 2 as ``FitNets``).
-        teacher_layer: the teacher's guided map; by default ``student_layer``.
+        student_layer: the student's hint map (module path or zoo feature index); by default the middle stage, as
+            ``FitNets``.
+        teacher_layer: the teacher's guided map; by default ``student_layer`` if named, else the teacher's middle.
         **kwargs: ``weight`` (``FitNets``' ``hint_weight``: 100 there), ``warmup_epochs``, ``name``.
     """
 
     default_name = "hint"
 
-    def __init__(self, student_layer: LayerName = 2, teacher_layer: LayerName | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, student_layer: LayerName | None = None, teacher_layer: LayerName | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.student_layers = [student_layer]
-        self.teacher_layers = [student_layer if teacher_layer is None else teacher_layer]
+        self.requested = (student_layer, teacher_layer)
         self.regressor: ConvRegressor | None = None
+
+    def resolve_layers(self, student: nn.Module, teacher: nn.Module) -> None:
+        """The named layers, else each network's middle stage (zoo: ``2``), as ``FitNets``."""
+        arguments = ("student_layer", "teacher_layer")
+        student_layer, teacher_layer = middle_stage_pair(student, teacher, *self.requested, arguments)
+        self.student_layers, self.teacher_layers = [student_layer], [teacher_layer]
 
     def build(self, student_maps: list[Tensor], teacher_maps: list[Tensor]) -> None:
         """A regressor from the student's map shape to the teacher's."""

@@ -19,7 +19,7 @@ from lit_kd.losses.afd import (
 )
 from lit_kd.losses.dml import ring_pairs
 from lit_kd.methods.online import OnlineDistillationModule
-from lit_kd.models.features import FeatureTaps, LayerName, probe_maps
+from lit_kd.models.features import FeatureTaps, LayerName, default_layers, probe_maps
 from lit_kd.runtime.manual import drop_gradients, optimizer_scaler, uncounted_step, zero_gradient_term
 
 
@@ -89,7 +89,8 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
             the networks' learning-rate schedule; ``"constant"``: they keep their starting rates (alternating update
             only).
         feature_layers: each network's feature map: one module path or zoo feature index for all, or one per
-            network (default -1: the last stage of zoo networks).
+            network; by default each network's last stage (zoo: ``-1``; any other network: the last of
+            :func:`~lit_kd.models.features.spatial_stages`).
         probe_size: image size of the dummy batch that sizes the adapters.
         **kwargs: ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
@@ -106,7 +107,7 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         discriminator_lr: float = 0.01,
         adversarial_optimizer: OptimizerCallable = afd_adversarial_optimizer,
         adversarial_lr_schedule: Literal["networks", "constant"] = "networks",
-        feature_layers: LayerName | list[LayerName] = -1,
+        feature_layers: LayerName | list[LayerName | None] | None = None,
         probe_size: int = 32,
         **kwargs: Any,
     ) -> None:
@@ -127,6 +128,10 @@ class OnlineAdversarialFeatureKD(OnlineDistillationModule):
         layers = feature_layers if isinstance(feature_layers, list) else [feature_layers] * len(networks)
         if len(layers) != len(networks):
             raise ValueError(f"feature_layers: {len(layers)} layers for {len(networks)} networks")
+        layers = [  # unnamed: each network's last stage (zoo: -1)
+            default_layers(n, "last", f"feature_layers[{i}]", probe_size)[0] if layer is None else layer
+            for i, (n, layer) in enumerate(zip(networks, layers, strict=True))
+        ]
         self.taps = [
             FeatureTaps(n, [layer], f"feature_layers[{i}]")
             for i, (n, layer) in enumerate(zip(networks, layers, strict=True))

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lit_kd.losses import ConvRegressor, hint_loss
 from lit_kd.methods.base import DistillationModule
-from lit_kd.models.features import FeatureTaps, LayerName, probe_maps, resolve_layer
+from lit_kd.models.features import FeatureTaps, LayerName, middle_stage_pair, probe_maps, resolve_layer
 from lit_kd.models.probe import evaluation_mode
 
 
@@ -48,8 +48,11 @@ class ActivationMapAdaptation(DistillationModule):
     Args:
         student: the network being trained (any ``nn.Module``).
         teacher: the teacher's architecture (any ``nn.Module``).
-        adapted_layer: the teacher block that is replaced: a module path, or a zoo stage index (1 = first stage).
-        student_layer: the student map supervised by the adapted map; by default ``adapted_layer``.
+        adapted_layer: the teacher block that is replaced: a module path, or a zoo stage index (1 = first stage); by
+            default the middle stage (zoo: ``2``; any other network: the middle of
+            :func:`~lit_kd.models.features.spatial_stages`).
+        student_layer: the student map supervised by the adapted map; by default ``adapted_layer`` if named, else the
+            student's middle stage.
         hint_weight: weight of the hint term.
         adapted_ce_weight: weight of the adapted teacher's cross-entropy.
         probe_size: image size of the dummy batch that sizes the regressor.
@@ -60,7 +63,7 @@ class ActivationMapAdaptation(DistillationModule):
         self,
         student: nn.Module,
         teacher: nn.Module,
-        adapted_layer: LayerName = 2,
+        adapted_layer: LayerName | None = None,
         student_layer: LayerName | None = None,
         hint_weight: float = 100.0,
         adapted_ce_weight: float = 1.0,
@@ -74,10 +77,13 @@ class ActivationMapAdaptation(DistillationModule):
             raise ValueError(f"hint_weight and adapted_ce_weight must be >= 0, got {hint_weight}, {adapted_ce_weight}")
         self.hint_weight = hint_weight
         self.adapted_ce_weight = adapted_ce_weight
+        arguments = ("adapted_layer", "student_layer")
+        adapted_layer, student_layer = middle_stage_pair(
+            teacher, student, adapted_layer, student_layer, arguments, probe_size
+        )
         self.adapted_layer = resolve_layer(teacher, adapted_layer, "adapted_layer")
         # copied before any hook is put on the teacher (a deep copy would carry the hooks along)
         self.adapter = copy.deepcopy(teacher.get_submodule(self.adapted_layer)).requires_grad_(True).train()
-        student_layer = adapted_layer if student_layer is None else student_layer
         self.student_taps = FeatureTaps(student, [student_layer], "student_layer")
         self._adapting, self._adapted_map = False, None
         teacher.get_submodule(self.adapted_layer).register_forward_hook(self._adapt)

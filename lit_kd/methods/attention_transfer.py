@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from lit_kd.losses import attention_transfer_loss
 from lit_kd.methods.base import DistillationModule
-from lit_kd.models.features import FeatureTaps, LayerName, probe_maps, stage_outputs
+from lit_kd.models.features import FeatureTaps, LayerName, probe_maps, stage_pairs
 
 
 class AttentionTransfer(DistillationModule):
@@ -27,7 +27,9 @@ class AttentionTransfer(DistillationModule):
 
     The layers are any network's module paths, read with forward hooks
     (:class:`~lit_kd.models.features.FeatureTaps`); zoo networks also take feature indices (0 = stem, ``i`` =
-    stage ``i``). Maps of different spatial sizes are pooled to the smaller one (RepDistiller), channel counts may
+    stage ``i``). Unnamed, they are every stage output (zoo: indices ``1 .. n``; any other network: the last module
+    before each change of resolution, :func:`~lit_kd.models.features.spatial_stages`), paired from the deepest stage
+    back. Maps of different spatial sizes are pooled to the smaller one (RepDistiller), channel counts may
     differ (attention maps have none).
 
     Args:
@@ -35,10 +37,8 @@ class AttentionTransfer(DistillationModule):
         teacher: the teacher's architecture (any ``nn.Module``).
         beta: weight of the summed attention terms (official 1000).
         p: exponent of the attention map.
-        student_layers: the student maps: module paths or zoo feature indices; by default every stage output of a
-            zoo network (required for other networks).
-        teacher_layers: the teacher maps paired with them, one to one; by default every stage output of a zoo
-            network.
+        student_layers: the student maps: module paths or zoo feature indices; by default every stage output.
+        teacher_layers: the teacher maps paired with them, one to one; by default every stage output.
         probe_size: image size of the dummy batch that checks the layers at construction.
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
@@ -55,8 +55,7 @@ class AttentionTransfer(DistillationModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(student=student, teacher=teacher, **kwargs)
-        student_layers = stage_outputs(student, "student_layers") if student_layers is None else student_layers
-        teacher_layers = stage_outputs(teacher, "teacher_layers") if teacher_layers is None else teacher_layers
+        student_layers, teacher_layers = stage_pairs(student, teacher, student_layers, teacher_layers, probe_size)
         if len(student_layers) != len(teacher_layers) or not student_layers:
             raise ValueError(
                 f"student_layers {student_layers} and teacher_layers {teacher_layers} must pair up one to one (same "

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from lit_kd.losses import ConvRegressor, hint_loss
 from lit_kd.methods.base import DistillationModule
-from lit_kd.models.features import FeatureTaps, LayerName, probe_maps
+from lit_kd.models.features import FeatureTaps, LayerName, middle_stage_pair, probe_maps
 
 
 class FitNets(DistillationModule):
@@ -31,8 +31,9 @@ class FitNets(DistillationModule):
     Args:
         student: the network being trained (any ``nn.Module``).
         teacher: the teacher's architecture (any ``nn.Module``).
-        hint_layer: the student's hint map: a module path, or a zoo feature index.
-        guided_layer: the teacher's guided map; by default ``hint_layer``.
+        hint_layer: the student's hint map: a module path, or a zoo feature index; by default the middle stage (zoo:
+            ``2``; any other network: the middle one of :func:`~lit_kd.models.features.spatial_stages`).
+        guided_layer: the teacher's guided map; by default ``hint_layer`` if named, else the teacher's middle stage.
         hint_weight: weight of the hint term.
         probe_size: image size of the dummy batch that sizes the regressor (the training size is fine too).
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
@@ -42,7 +43,7 @@ class FitNets(DistillationModule):
         self,
         student: nn.Module,
         teacher: nn.Module,
-        hint_layer: LayerName = 2,
+        hint_layer: LayerName | None = None,
         guided_layer: LayerName | None = None,
         hint_weight: float = 100.0,
         probe_size: int = 32,
@@ -52,8 +53,10 @@ class FitNets(DistillationModule):
         if not hint_weight >= 0:
             raise ValueError(f"hint_weight must be >= 0, got {hint_weight}")
         self.hint_weight = hint_weight
+        arguments = ("hint_layer", "guided_layer")
+        hint_layer, guided_layer = middle_stage_pair(student, teacher, hint_layer, guided_layer, arguments, probe_size)
         self.student_taps = FeatureTaps(student, [hint_layer], "hint_layer")
-        self.teacher_taps = FeatureTaps(teacher, [hint_layer if guided_layer is None else guided_layer], "guided_layer")
+        self.teacher_taps = FeatureTaps(teacher, [guided_layer], "guided_layer")
         (student_map,), (teacher_map,) = (
             probe_maps(self.student_taps, probe_size),
             probe_maps(self.teacher_taps, probe_size),

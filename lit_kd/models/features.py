@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lit_kd.models.base import FeatureNet
@@ -170,11 +171,137 @@ def probe_maps(taps: FeatureTaps, image_size: int | Sequence[int]) -> list[Tenso
     return maps
 
 
-def stage_outputs(network: nn.Module, argument: str) -> list[LayerName]:
-    """Every stage output of a zoo network (feature indices ``1 .. n``); other networks must name their layers."""
-    if not isinstance(network, FeatureNet):
+def spatial_stages(network: nn.Module, probe_size: int = 32) -> list[str]:
+    """The module paths of ``network``'s stage outputs: the last module before each change of spatial resolution.
+
+    One probe pass (a zero batch ``[2, 3, probe_size, probe_size]``, evaluation mode, no gradient) records the output
+    size of every module, in the order the modules finish. A module inside a block (any module but a plain
+    ``Sequential``/``ModuleList`` container) whose output size differs from the block's is the block's inner detail
+    (the expansion before a strided depthwise convolution, a squeeze-and-excitation branch, a channels-last permute)
+    and is skipped. Each run of the remaining modules at one resolution is a stage; its output is the module that
+    finishes last in it (the outermost one: ``layer2`` rather than ``layer2.1``). A global pooling
+    (``AdaptiveAvgPool2d``/``AdaptiveMaxPool2d`` outside any block) ends the search. For a torchvision ResNet this is
+    ``relu`` (the stem), ``layer1`` ... ``layer4``; for a MobileNet the last block at each resolution.
+
+    Raises:
+        ValueError: one line, when the network has no 4-D feature maps on the probe (an MLP, a ViT's tokens): name
+            the layers then.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2), nn.ReLU())
+        >>> spatial_stages(net)
+        ['1', '3']
+    """
+    finished: list[tuple[str, tuple[int, ...] | None]] = []
+
+    def note(name: str, module: nn.Module, inputs: Any, output: Any) -> None:
+        finished.append((name, tuple(output.shape[-2:]) if isinstance(output, Tensor) and output.dim() == 4 else None))
+
+    modules = dict(network.named_modules())
+    handles = [module.register_forward_hook(functools.partial(note, name)) for name, module in modules.items() if name]
+    try:
+        probe(network, (3, probe_size, probe_size))
+    except Exception as error:
         raise ValueError(
-            f"{argument}: {type(network).__name__} is not a lit_kd.models.FeatureNet, so its maps must be named by "
-            f"module path (e.g. {argument}: [layer2, layer3])"
+            f"{type(network).__name__}: a probe batch [2, 3, {probe_size}, {probe_size}] does not run ({error}); name "
+            "the feature layers by module path"
+        ) from error
+    finally:
+        for handle in handles:
+            handle.remove()
+    sizes = dict(finished)  # each module's last output size
+    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+    def blocks_around(name: str) -> list[str]:
+        parts = name.split(".")
+        enclosing = [".".join(parts[:end]) for end in range(1, len(parts))]
+        return [block for block in enclosing if not isinstance(modules[block], containers)]
+
+    kept: list[tuple[str, tuple[int, ...]]] = []
+    for name, size in finished:
+        if size is None or any(sizes.get(block) != size for block in blocks_around(name)):
+            continue
+        if isinstance(modules[name], nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d) and not blocks_around(name):
+            break
+        kept.append((name, size))
+    stages = [name for index, (name, size) in enumerate(kept) if index + 1 == len(kept) or kept[index + 1][1] != size]
+    if not stages:
+        raise ValueError(
+            f"{type(network).__name__} has no [B, C, H, W] feature maps on a {probe_size}x{probe_size} probe, so no "
+            f"stage can be chosen: name the feature layers by module path, e.g. {_suggestions(network)}"
         )
-    return list(range(1, len(network.feature_channels)))
+    return stages
+
+
+def default_layers(network: nn.Module, which: str, argument: str, probe_size: int = 32) -> list[LayerName]:
+    """The layers a feature method reads when none is named: ``which`` is ``"stages"``, ``"middle"`` or ``"last"``.
+
+    A zoo network (:class:`FeatureNet`) keeps lit-kd's exact defaults: every stage output (feature indices
+    ``1 .. n``), stage 2 (``2``, RepDistiller's ``--hint_layer 2``), the last stage (``-1``). Any other network gets
+    the stages of :func:`spatial_stages`: all of them, the middle one (``(n - 1) // 2``) or the last one. The choice
+    is logged once at INFO level.
+    """
+    if isinstance(network, FeatureNet):
+        chosen: list[LayerName] = {
+            "stages": list(range(1, len(network.feature_channels))),
+            "middle": [2],
+            "last": [-1],
+        }[which]
+        return chosen
+    stages = spatial_stages(network, probe_size)
+    chosen = {"stages": stages, "middle": [stages[(len(stages) - 1) // 2]], "last": [stages[-1]]}[which]
+    rank_zero_info(f"{argument}: {type(network).__name__} has no layer named; using its stage outputs {chosen}")
+    return chosen
+
+
+def pair_from_deepest(student_layers: list[LayerName], teacher_layers: list[LayerName]) -> tuple[list, list]:
+    """The last ``min(len)`` layers of each, so that unequal stage counts pair from the deepest stage back.
+
+    Example:
+        >>> pair_from_deepest(["a", "b", "c"], ["x", "y"])
+        (['b', 'c'], ['x', 'y'])
+    """
+    count = min(len(student_layers), len(teacher_layers))
+    return student_layers[len(student_layers) - count :], teacher_layers[len(teacher_layers) - count :]
+
+
+def stage_pairs(
+    student: nn.Module,
+    teacher: nn.Module,
+    student_layers: list[LayerName] | None,
+    teacher_layers: list[LayerName] | None,
+    probe_size: int = 32,
+) -> tuple[list[LayerName], list[LayerName]]:
+    """Paired student and teacher layers for a method over every stage (attention transfer).
+
+    Named layers are kept as they are (their lengths must then agree); an unnamed side takes every stage output
+    (:func:`default_layers`), and unequal stage counts pair from the deepest stage back (:func:`pair_from_deepest`).
+    """
+    if student_layers is not None and teacher_layers is not None:
+        return list(student_layers), list(teacher_layers)
+    if student_layers is None:
+        student_layers = default_layers(student, "stages", "student_layers", probe_size)
+    if teacher_layers is None:
+        teacher_layers = default_layers(teacher, "stages", "teacher_layers", probe_size)
+    return pair_from_deepest(list(student_layers), list(teacher_layers))
+
+
+def middle_stage_pair(
+    network: nn.Module,
+    other: nn.Module,
+    layer: LayerName | None,
+    other_layer: LayerName | None,
+    arguments: tuple[str, str],
+    probe_size: int = 32,
+) -> tuple[LayerName, LayerName]:
+    """One layer of ``network`` and its counterpart in ``other`` (FitNets' hint and guided layers, AMA's block).
+
+    ``layer`` unnamed is ``network``'s middle stage (:func:`default_layers`); ``other_layer`` unnamed is the name
+    given as ``layer`` (the same depth by name, lit-kd's behaviour for zoo networks), else ``other``'s middle stage.
+    """
+    if other_layer is None:
+        other_layer = layer if layer is not None else default_layers(other, "middle", arguments[1], probe_size)[0]
+    if layer is None:
+        layer = default_layers(network, "middle", arguments[0], probe_size)[0]
+    return layer, other_layer
