@@ -27,7 +27,9 @@ from lit_kd.methods import (
     AttentionTransfer,
     BSSDistillation,
     ComposedDistillation,
+    DecoupledKD,
     DeepMutualLearning,
+    DISTDistillation,
     EnsembleDistillation,
     FitNets,
     HintonKD,
@@ -94,6 +96,18 @@ def supervised(work_dir: Path) -> MethodCase:
 
 def hinton(work_dir: Path) -> MethodCase:
     return MethodCase(HintonKD(TinyNet(dropout=0.3), TinyNet(width=16), teacher_checkpoint=logit_teacher(work_dir)), [])
+
+
+def dkd(work_dir: Path) -> MethodCase:
+    """DKD with a 2-epoch warm-up: the resumed run must restore the epoch the factor is computed from."""
+    module = DecoupledKD(
+        TinyNet(dropout=0.3), TinyNet(width=16), warmup_epochs=2, teacher_checkpoint=logit_teacher(work_dir)
+    )
+    return MethodCase(module, [])
+
+
+def dist(work_dir: Path) -> MethodCase:
+    return MethodCase(DISTDistillation(TinyNet(), TinyNet(width=16), teacher_checkpoint=logit_teacher(work_dir)), [])
 
 
 def bss(work_dir: Path) -> MethodCase:
@@ -176,6 +190,8 @@ def ccgan(work_dir: Path) -> MethodCase:
 METHOD_CASES: dict[str, Case] = {
     "supervised": supervised,
     "hinton": hinton,
+    "dkd": dkd,
+    "dist": dist,
     "bss": bss,
     "fitnets": fitnets,
     "attention_transfer": attention_transfer,

@@ -259,6 +259,32 @@ def test_loss_is_cross_entropy_plus_weighted_soft_cross_entropies(tmp_path: Path
     assert (top2_margin(samples.teacher_logits) < top2_margin(module.teacher(samples.originals))).all()
 
 
+def test_standardize_applies_to_both_soft_cross_entropies(tmp_path: Path) -> None:
+    """``standardize=True``: both KD terms are the soft cross-entropy of the standardised logits (Sun et al., 2024)."""
+    teacher_path = save_state_dict(colour_teacher(), tmp_path / "teacher.pt")
+    module = BSSDistillation(
+        colour_teacher(sharpness=20.0), colour_teacher(), teacher_checkpoint=str(teacher_path), standardize=True
+    )
+    mining = attached_mining(module, epoch=0, num_epochs=4, max_samples=3)
+    module.student.eval()
+    images = torch.randn(8, 3, 32, 32)
+    targets = module.teacher(images).argmax(1)
+    torch.manual_seed(0)
+    losses, logits = module.training_losses(images, targets)
+    samples = mining.latest
+    assert samples is not None
+
+    def standardized(logits: torch.Tensor) -> torch.Tensor:  # the official normalize, KD.py:7-10
+        return (logits - logits.mean(-1, keepdim=True)) / (1e-7 + logits.std(-1, keepdim=True))
+
+    kd = soft_cross_entropy(standardized(logits), standardized(module.teacher(images)), 3.0)
+    boundary_logits = module.student(samples.images)
+    boundary = soft_cross_entropy(standardized(boundary_logits), standardized(samples.teacher_logits), 3.0)
+    torch.testing.assert_close(losses["kd"], kd)
+    torch.testing.assert_close(losses["boundary_kd"], boundary)
+    assert not torch.isclose(kd, soft_cross_entropy(logits, module.teacher(images), 3.0))
+
+
 def test_module_without_its_callback_explains_what_to_add(tmp_path: Path) -> None:
     module = make_bss(tmp_path)
     with pytest.raises(RuntimeError, match="BoundarySampleMining"):

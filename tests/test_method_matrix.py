@@ -107,7 +107,9 @@ def test_every_method_keeps_two_ddp_processes_in_sync(tmp_path: Path, data_folde
         str(tmp_path),
         *(f"{name}={folder}" for name, folder in data_folders.items()),
     ]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS_DIR)}
+    # keep the caller's PYTHONPATH: the processes must import the lit_kd under test (a worktree's, not an install's)
+    python_path = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     for name in METHOD_CASES:

@@ -5,7 +5,8 @@ YAML names), the value of the source, and the source (repository, commit, file:l
 its citation. Values that are lit-kd's own choices are in the docstrings and recipe comments, marked "ours"; they
 are not in this table. Repositories: bhheo/BSS_distillation @586b141, VainF/Data-Free-Adversarial-Distillation
 @c161591, UBCDingXin/cGAN-KD @8fcb117 (and @1629fae), szagoruyko/attention-transfer @893df54,
-HobbitLong/RepDistiller @b84f547, YingZhangDUT/Deep-Mutual-Learning @34a2058.
+HobbitLong/RepDistiller @b84f547, YingZhangDUT/Deep-Mutual-Learning @34a2058, megvii-research/mdistiller @a08d46f,
+hunto/image_classification_sota @d9662f7 (DIST), sunshangquan/logit-standardization-KD @f6e5aa5.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ DFAD = "VainF/Data-Free-Adversarial-Distillation DFAD_cifar.py"
 REPD = "HobbitLong/RepDistiller train_student.py"
 CGAN_UTK = "UBCDingXin/cGAN-KD UTKFace"
 CGAN_CIFAR = "UBCDingXin/cGAN-KD @1629fae CIFAR/CIFAR_10K/BigGAN"
+MDISTILLER = "megvii-research/mdistiller"
+DIST_CODE = "hunto/image_classification_sota"
+LOGIT_STAND = "sunshangquan/logit-standardization-KD"
 
 REPDISTILLER_SCHEDULE = [
     ("data.init_args.batch_size", 64, f"{REPD}:44"),
@@ -49,6 +53,32 @@ BSS_SCHEDULE = [
     ("trainer.callbacks[BoundarySampleMining].max_samples", 64, f"{BSS}:23"),
     ("trainer.callbacks[BoundarySampleMining].num_steps", 10, f"{BSS}:71"),
     ("trainer.callbacks[BoundarySampleMining].step_size", 0.3, f"{BSS}:71"),
+]
+DKD_SETTINGS = [
+    ("model.init_args.ce_weight", 1.0, f"{MDISTILLER} mdistiller/engine/cfg.py:163"),
+    ("model.init_args.alpha", 1.0, f"{MDISTILLER} mdistiller/engine/cfg.py:164"),
+    ("model.init_args.beta", 2.0, f"{MDISTILLER} configs/cifar100/dkd/res56_res20.yaml:19"),
+    ("model.init_args.temperature", 4.0, f"{MDISTILLER} mdistiller/engine/cfg.py:166"),
+    ("model.init_args.warmup_epochs", 20, f"{MDISTILLER} mdistiller/engine/cfg.py:167"),
+    ("model.init_args.standardize", False, f"{MDISTILLER} mdistiller/distillers/DKD.py:8-32 (no standardisation)"),
+]
+DIST_SETTINGS = [
+    ("model.init_args.ce_weight", 1.0, f"{DIST_CODE} configs/strategies/distill/dist_cifar.yaml:34"),
+    ("model.init_args.kd_weight", 2.0, f"{DIST_CODE} configs/strategies/distill/dist_cifar.yaml:35"),
+    (
+        "model.init_args.temperature",
+        4.0,
+        f"{DIST_CODE} dist_cifar.yaml:36 (kd: dist_t4), lib/models/losses/kd_loss.py:31-33",
+    ),
+    ("model.init_args.beta", 1.0, f"{DIST_CODE} lib/models/losses/kd_loss.py:33"),
+    ("model.init_args.gamma", 1.0, f"{DIST_CODE} lib/models/losses/kd_loss.py:33"),
+    ("model.init_args.standardize", False, f"{DIST_CODE} lib/models/losses/dist_kd.py:28-34 (no standardisation)"),
+]
+LOGIT_STAND_KD_SETTINGS = [
+    ("model.init_args.standardize", True, f"{LOGIT_STAND} tools/train.py:102, 110-111 (--logit-stand)"),
+    ("model.init_args.temperature", 2.0, f"{LOGIT_STAND} tools/train.py:103, 114 (--base-temp 2)"),
+    ("model.init_args.kd_weight", 9.0, f"{LOGIT_STAND} tools/train.py:104, 113 (--kd-weight 9)"),
+    ("model.init_args.ce_weight", 0.1, f"{LOGIT_STAND} mdistiller/engine/cfg.py:64"),
 ]
 DFAD_SETTINGS = [
     ("data.init_args.latent_dim", 256, f"{DFAD}:114"),
@@ -164,6 +194,9 @@ TABLE: list[tuple[str, str, Any, str]] = [
         f"{CGAN_CIFAR}/scripts/launch_cifar10_ema.sh:3",
     ),
     ("cifar10/cgan_sngan.yaml", "model.init_args.betas", [0.0, 0.999], f"{CGAN_CIFAR}/utils.py:153-162"),
+    *[(f"{d}/dkd_resnet56_resnet20.yaml", *row) for d in ("cifar10", "tiny_imagenet") for row in DKD_SETTINGS],
+    *[(f"{d}/dist_resnet56_resnet20.yaml", *row) for d in ("cifar10", "tiny_imagenet") for row in DIST_SETTINGS],
+    *[("cifar10/kd_ls_resnet56_resnet20.yaml", *row) for row in LOGIT_STAND_KD_SETTINGS],
 ]
 
 
@@ -215,7 +248,17 @@ def test_every_cited_recipe_exists_and_the_table_covers_each_source() -> None:
         r for r in recipes if not (RECIPES / r).is_file()
     )
     sources = " ".join(row[3] for row in TABLE)
-    for repository in ("BSS_distillation", "Data-Free", "cGAN-KD", "attention-transfer", "RepDistiller", "Mutual"):
+    for repository in (
+        "BSS_distillation",
+        "Data-Free",
+        "cGAN-KD",
+        "attention-transfer",
+        "RepDistiller",
+        "Mutual",
+        "mdistiller",
+        "image_classification_sota",
+        "logit-standardization-KD",
+    ):
         assert repository in sources
 
 

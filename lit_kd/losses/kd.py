@@ -71,18 +71,33 @@ def soft_target_kl(
     return kl * temperature**2
 
 
-def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+def soft_cross_entropy(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, *, standardize: bool = False
+) -> Tensor:
     """Cross-entropy of the student's softened distribution against the teacher's, averaged over the batch.
 
     ``-sum softmax(t/T) * log_softmax(s/T)``, without the ``T^2`` factor: the form BSS (Heo et al., 2019) uses.
     It differs from the KL form by the teacher's entropy, a constant for the student.
 
+    Args:
+        student_logits: ``[B, C]`` student logits.
+        teacher_logits: ``[B, C]`` teacher logits.
+        temperature: softening temperature ``T > 0``.
+        standardize: apply :func:`standardize_logits` to both logits first, as :func:`soft_target_kl` does (ours for
+            this loss: Sun et al., 2024 standardise KD, DKD and MLKD, not BSS). Off by default.
+
     Example:
         >>> import torch, math
         >>> round(soft_cross_entropy(torch.zeros(1, 4), torch.zeros(1, 4)).item(), 6) == round(math.log(4), 6)
         True
+        >>> logits = torch.tensor([[1.0, 2.0, 3.0]])
+        >>> bool(torch.isclose(soft_cross_entropy(logits, logits, standardize=True),
+        ...                    soft_cross_entropy(10 * logits, 10 * logits, standardize=True)))
+        True
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if standardize:
+        student_logits, teacher_logits = standardize_logits(student_logits), standardize_logits(teacher_logits)
     teacher_probs = F.softmax(teacher_logits / temperature, dim=-1)
     return -(teacher_probs * F.log_softmax(student_logits / temperature, dim=-1)).sum(dim=-1).mean()

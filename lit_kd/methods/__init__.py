@@ -9,6 +9,8 @@ from lit_kd.methods.bss import BSSDistillation
 from lit_kd.methods.cgan import ConditionalGAN
 from lit_kd.methods.composed import ComposedDistillation
 from lit_kd.methods.dfad import DataFreeAdversarialDistillation
+from lit_kd.methods.dist import DISTDistillation
+from lit_kd.methods.dkd import DecoupledKD
 from lit_kd.methods.dml import DeepMutualLearning
 from lit_kd.methods.ensemble import EnsembleDistillation, LogitEnsemble
 from lit_kd.methods.fitnets import FitNets
@@ -24,7 +26,9 @@ __all__ = [
     "BSSDistillation",
     "ComposedDistillation",
     "ConditionalGAN",
+    "DISTDistillation",
     "DataFreeAdversarialDistillation",
+    "DecoupledKD",
     "DeepMutualLearning",
     "DistillationModule",
     "EnsembleDistillation",

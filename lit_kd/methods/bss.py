@@ -29,14 +29,19 @@ class BSSDistillation(DistillationModule):
         student: the network being trained.
         teacher: the teacher's architecture.
         temperature: softening temperature ``T`` of both distillation terms.
+        standardize: standardise the logits of both distillation terms first
+            (:func:`~lit_kd.losses.soft_cross_entropy`; ours: Sun et al. 2024 do not apply it to BSS). Off by default.
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, temperature: float = 3.0, **kwargs: Any) -> None:
+    def __init__(
+        self, student: nn.Module, teacher: nn.Module, temperature: float = 3.0, standardize: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(student=student, teacher=teacher, **kwargs)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
+        self.standardize = standardize
         self.boundary_mining: BoundarySampleMining | None = None
 
     def configure_callbacks(self) -> list[Callback]:
@@ -63,11 +68,16 @@ class BSSDistillation(DistillationModule):
         student_logits = self.student(images)
         teacher_logits = self.teacher_logits(images)
         cross_entropy = F.cross_entropy(student_logits, targets)
-        distillation = soft_cross_entropy(student_logits, teacher_logits, self.temperature)
+        distillation = soft_cross_entropy(
+            student_logits, teacher_logits, self.temperature, standardize=self.standardize
+        )
         loss = cross_entropy + mining.distillation_weight * distillation
         samples = mining.mine(self.frozen_teacher, images, targets, teacher_logits, student_logits)
         boundary = distillation.new_zeros(())
         if samples is not None:
-            boundary = soft_cross_entropy(self.student(samples.images), samples.teacher_logits, self.temperature)
+            boundary_logits = self.student(samples.images)
+            boundary = soft_cross_entropy(
+                boundary_logits, samples.teacher_logits, self.temperature, standardize=self.standardize
+            )
             loss = loss + mining.boundary_weight * boundary
         return {"loss": loss, "ce": cross_entropy, "kd": distillation, "boundary_kd": boundary}, student_logits

@@ -81,6 +81,8 @@ class EnsembleDistillation(DistillationModule):
             checkpoint, or when the members are :class:`~lit_kd.models.PretrainedNetwork` s.
         temperature: softening temperature ``T``.
         ce_weight: weight of the label cross-entropy.
+        standardize: standardise the student's and the ensemble's logits before the soft-target loss (logit
+            standardisation, Sun et al. 2024; see :class:`~lit_kd.methods.HintonKD`). Off by default.
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
 
@@ -93,6 +95,7 @@ class EnsembleDistillation(DistillationModule):
         teacher_checkpoints: list[str] | None = None,
         temperature: float = 4.0,
         ce_weight: float = 0.0,
+        standardize: bool = False,
         **kwargs: Any,
     ) -> None:
         if not temperature > 0 or not ce_weight >= 0:
@@ -113,6 +116,7 @@ class EnsembleDistillation(DistillationModule):
             super().__init__(student=student, teacher=teacher, **kwargs)
         self.temperature = temperature
         self.ce_weight = ce_weight
+        self.standardize = standardize
         self.member_accuracies: MemberAccuracies | None = None
 
     def setup(self, stage: str) -> None:
@@ -125,7 +129,8 @@ class EnsembleDistillation(DistillationModule):
         """Soft-target KL to the ensemble's mean logits, plus optionally weighted cross-entropy."""
         student_logits = self.student(images)
         cross_entropy = F.cross_entropy(student_logits, targets)
-        distillation = soft_target_kl(student_logits, self.teacher_logits(images), self.temperature)
+        teacher_logits = self.teacher_logits(images)
+        distillation = soft_target_kl(student_logits, teacher_logits, self.temperature, standardize=self.standardize)
         loss = self.ce_weight * cross_entropy + distillation
         return {"loss": loss, "ce": cross_entropy, "kd": distillation}, student_logits
 

@@ -24,8 +24,9 @@ class SelfDistillation(HintonKD):
         teacher: the previous generation's architecture (the same as the student's).
         temperature: softening temperature ``T``.
         alpha: weight of the soft-target term (``1 - alpha`` goes to cross-entropy).
-        **kwargs: ``teacher_checkpoint`` (the previous generation), ``save_teacher``, ``num_classes``,
-            ``optimizer``, ``lr_scheduler``.
+        **kwargs: ``standardize`` (logit standardisation, see :class:`~lit_kd.methods.HintonKD`),
+            ``teacher_checkpoint`` (the previous generation), ``save_teacher``, ``num_classes``, ``optimizer``,
+            ``lr_scheduler``.
     """
 
     def __init__(
