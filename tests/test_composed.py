@@ -12,8 +12,15 @@ from helpers import tiny_cifar, tiny_trainer
 from method_cases import tiny_resnet
 
 from lit_kd.losses import soft_target_kl
-from lit_kd.losses.terms import AttentionTerm, CrossEntropyTerm, DKDTerm, HintTerm, KDTerm
-from lit_kd.methods import AttentionTransfer, ComposedDistillation, FitNets, HintonKD
+from lit_kd.losses.terms import AttentionTerm, CrossEntropyTerm, DISTTerm, DKDTerm, HintTerm, KDTerm
+from lit_kd.methods import (
+    AttentionTransfer,
+    ComposedDistillation,
+    DecoupledKD,
+    DISTDistillation,
+    FitNets,
+    HintonKD,
+)
 
 
 def pair() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -48,6 +55,22 @@ def test_composed_ce_and_kd_equals_hinton_kd(fast_teacher: bool) -> None:
     single = HintonKD(copy.deepcopy(student), copy.deepcopy(teacher), temperature=3.0, alpha=0.7)
     terms = [CrossEntropyTerm(weight=0.3), KDTerm(weight=0.7, temperature=3.0)]
     composed = ComposedDistillation(student, teacher, terms, fast_teacher=fast_teacher)
+    assert_same_objective(single, composed)
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_composed_ce_and_dkd_with_its_warm_up_equals_decoupled_kd(standardize: bool) -> None:
+    student, teacher = pair()
+    single = DecoupledKD(copy.deepcopy(student), copy.deepcopy(teacher), beta=2.0, standardize=standardize)
+    dkd = DKDTerm(alpha=1.0, beta=2.0, temperature=4.0, standardize=standardize, warmup_epochs=20)
+    composed = ComposedDistillation(student, teacher, [CrossEntropyTerm(), dkd])
+    assert_same_objective(single, composed)  # epoch 0: both weigh DKD by 1 / 20
+
+
+def test_composed_ce_and_dist_equals_dist_distillation() -> None:
+    student, teacher = pair()
+    single = DISTDistillation(copy.deepcopy(student), copy.deepcopy(teacher))  # the CIFAR setting: CE + 2 DIST, tau 4
+    composed = ComposedDistillation(student, teacher, [CrossEntropyTerm(), DISTTerm(weight=2.0, temperature=4.0)])
     assert_same_objective(single, composed)
 
 
