@@ -8,39 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from lit_kd.data.cifar import CIFAR10_CLASSES
+from tests.support.data import UTKFACE_AGES, UTKFACE_MALFORMED, class_image, write_class_folders, write_jpeg
+from tests.support.paths import SHARED
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 #: The pretrained CIFAR-10 teachers (../shared/weights beside the repository), when this machine has them.
-SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
+SHARED_WEIGHTS = SHARED / "weights"
 if SHARED_WEIGHTS.is_dir():
     os.environ.setdefault("LIT_KD_WEIGHTS", str(SHARED_WEIGHTS))
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-
-def write_jpeg(image: torch.Tensor, path: str, quality: int = 95) -> None:
-    """Save a ``[3, H, W]`` uint8 tensor as a JPEG file."""
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path, quality=quality)
-
-
-def class_image(label: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A noisy image whose mean colour depends on its class, so that a network can learn the labels."""
-    base = torch.tensor([(label * 37) % 256, (label * 91) % 256, (label * 53) % 256], dtype=torch.float32)
-    noise = torch.randint(-40, 41, (3, size, size), generator=generator).float()
-    return (base[:, None, None] + noise).clamp(0, 255).to(torch.uint8)
-
-
-def write_class_folders(
-    root: Path, classes: list[str] | tuple[str, ...], per_class: int, size: int, seed: int, inner_dir: str = ""
-) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    for label, name in enumerate(classes):
-        folder = root / name / inner_dir if inner_dir else root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for index in range(per_class):
-            write_jpeg(class_image(label, size, generator), str(folder / f"{index:04d}.jpg"))
 
 
 @pytest.fixture(scope="session")
@@ -74,12 +52,6 @@ def tiny_imagenet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cache_dir(tmp_path: Path) -> Path:
     """A private decoded-image cache for one test."""
     return tmp_path / "cache"
-
-
-#: Ages of the generated UTKFace images: 20 in CcGAN's range [1, 60] and one (80) outside it.
-UTKFACE_AGES = (1, 2, 3, 5, 8, 10, 13, 16, 20, 24, 27, 30, 33, 36, 40, 44, 48, 52, 56, 60, 80)
-#: Generated names that break <age>_<gender>_<race>_<date>.jpg.chip.jpg: a missing field, as in the real release.
-UTKFACE_MALFORMED = ("61_1_20170109142408075.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg")
 
 
 @pytest.fixture(scope="session")

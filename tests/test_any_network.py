@@ -1,6 +1,6 @@
 """Any network, any DataModule: every method trains torchvision networks on a user's own DataModule.
 
-The data is what a user of another Lightning project brings (tests/helpers.UserFolderData): a torchvision
+The data is what a user of another Lightning project brings (tests/support/data.UserFolderData): a torchvision
 ``ImageFolder`` with its own transforms and normalisation and a plain ``DataLoader``, with none of lit-kd's DataModule
 attributes. The networks are torchvision's ResNet-18 and MobileNetV3-Small; feature-based methods name their layers by
 module path (``layer2``, ``features.3``).
@@ -16,7 +16,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import UserFolderData, tiny_cifar, tiny_trainer, torchvision_network
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_kd.callbacks import BoundarySampleMining
@@ -37,6 +36,9 @@ from lit_kd.methods import (
 )
 from lit_kd.models import DFADGenerator, create_model
 from lit_kd.models.features import spatial_stages
+from tests.support.data import UserFolderData
+from tests.support.networks import torchvision_network
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def saved_teacher(work_dir: Path, name: str = "resnet18", seed: int = 100) -> str:

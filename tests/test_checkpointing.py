@@ -10,8 +10,9 @@ import torch
 import lit_kd.checkpointing
 from lit_kd.checkpointing import AtomicCheckpointIO
 from lit_kd.lightning_cli import LitKDCLI
+from tests.support.paths import RECIPES
 
-RECIPE = Path(__file__).parents[1] / "recipes" / "cifar10" / "vanilla_resnet20.yaml"
+RECIPE = RECIPES / "cifar10" / "vanilla_resnet20.yaml"
 
 
 def test_a_save_interrupted_mid_write_keeps_the_previous_checkpoint(

@@ -10,14 +10,15 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
-from cgan_helpers import tiny_gan
-from helpers import save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lit_kd
 from lit_kd.cli import main
 from lit_kd.data import load_synthetic_set
 from lit_kd.models import create_model
+from tests.support.cgan import tiny_gan
+from tests.support.networks import save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 PACKAGE_DIR = Path(lit_kd.__file__).resolve().parent
 ALL_SUBCOMMANDS = ("fit", "validate", "test", "predict", "export", "born-again", "synthesize")

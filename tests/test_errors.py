@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TinyNet, tiny_cifar, tiny_trainer
 
 from lit_kd.born_again import main as born_again_main
 from lit_kd.methods import SupervisedModule
 from lit_kd.synthesis import main as synthesis_main
+from tests.support.networks import TinyNet
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def one_line(capsys: pytest.CaptureFixture, program: str) -> str:

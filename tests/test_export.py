@@ -11,8 +11,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import class_image, write_jpeg
-from helpers import TinyNet, fit_args, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.tuner import Tuner
 
 from lit_kd.callbacks import PredictionWriter
@@ -29,6 +27,9 @@ from lit_kd.methods import (
 )
 from lit_kd.models import CifarResNet, DFADGenerator, create_model
 from lit_kd.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from tests.support.data import class_image, write_jpeg
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import fit_args, tiny_cifar, tiny_trainer
 
 
 def real_looking_images(count: int = 6, size: int = 32) -> torch.Tensor:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from lit_kd.models import create_model
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.support.paths import BENCHMARKS
 
 
 @pytest.fixture
@@ -92,7 +91,7 @@ def test_seeds_run_side_by_side_share_the_partial_file(gains, tmp_path, cifar_fo
 def test_wandb_logs_every_run_grouped_by_method_and_tagged(
     gains, tmp_path, cifar_folder, monkeypatch, wandb_mode
 ) -> None:
-    from test_wandb import wandb_records
+    from tests.test_wandb import wandb_records
 
     wandb_mode("offline")
     run(gains, monkeypatch, cifar_folder, tmp_path, "--wandb", "--wandb-project", "lit-kd-gains-test")

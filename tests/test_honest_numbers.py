@@ -14,15 +14,17 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
-from conftest import class_image, write_jpeg
-from helpers import TinyNet, tiny_cifar, tiny_trainer
 from PIL import Image
 
 from lit_kd.data import CIFAR10DataModule, UTKFaceDataModule
 from lit_kd.data.image_files import load_images_cached
 from lit_kd.methods import SupervisedModule
+from tests.support import paths
+from tests.support.data import class_image, write_jpeg
+from tests.support.networks import TinyNet
+from tests.support.training import tiny_cifar, tiny_trainer
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*/*.yaml"))
+RECIPES = sorted(paths.RECIPES.glob("*/*.yaml"))
 
 
 def monitored_checkpoints(recipe: dict) -> list[dict]:
@@ -190,9 +192,8 @@ def test_overfit_batches_repeats_identical_unaugmented_batches(tmp_path: Path, c
 
 # ---------------------------------------------------------------------------------------------- balance
 def test_subsets_and_validation_splits_are_balanced_within_one_image_per_class(tmp_path: Path) -> None:
-    from conftest import write_class_folders
-
     from lit_kd.data.cifar import CIFAR10_CLASSES
+    from tests.support.data import write_class_folders
 
     write_class_folders(tmp_path / "cifar10" / "train", CIFAR10_CLASSES, per_class=30, size=32, seed=0)
     write_class_folders(tmp_path / "cifar10" / "test", CIFAR10_CLASSES, per_class=1, size=32, seed=1)

@@ -11,11 +11,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from method_cases import METHOD_CASES, trained_weights
 
-TESTS_DIR = Path(__file__).parent
+from tests.support.method_cases import METHOD_CASES, trained_weights
+from tests.support.paths import REPO_ROOT, SUPPORT
+from tests.support.training import tiny_trainer
 
 
 @pytest.fixture
@@ -103,12 +103,12 @@ def test_every_method_keeps_two_ddp_processes_in_sync(tmp_path: Path, data_folde
         "torch.distributed.run",
         "--nproc_per_node=2",
         f"--master_port={free_port()}",
-        str(TESTS_DIR / "ddp_matrix.py"),
+        str(SUPPORT / "ddp_matrix.py"),
         str(tmp_path),
         *(f"{name}={folder}" for name, folder in data_folders.items()),
     ]
-    # keep the caller's PYTHONPATH: the processes must import the lit_kd under test (a worktree's, not an install's)
-    python_path = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    # the repo root first (tests.support), then the caller's PYTHONPATH: the processes import the lit_kd under test
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

@@ -18,7 +18,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+from tests.support.paths import NOTEBOOKS
+
 #: Tiny budgets: conftest's cifar_folder has 80 training and 40 test images; batches of 16 make 5 steps an epoch.
 BUDGETS = {
     "quickstart.ipynb": {

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+from tests.support.paths import RECIPES
 
 BSS = "bhheo/BSS_distillation train_BSS_distillation.py"
 DFAD = "VainF/Data-Free-Adversarial-Distillation DFAD_cifar.py"

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cgan_helpers import write_synthetic_set
 
 from lit_kd.cli import main
+from tests.support import paths
+from tests.support.cgan import write_synthetic_set
 
-RECIPES = sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml"))
+RECIPES = sorted(paths.RECIPES.rglob("*.yaml"))
 DATA_FIXTURES = {"cifar10": "cifar_folder", "tiny_imagenet": "tiny_imagenet_folder", "utkface": "utkface_folder"}
 
 

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import UTKFACE_AGES, UTKFACE_MALFORMED
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 from PIL import Image
 
 import lit_kd.methods
@@ -26,6 +24,9 @@ from lit_kd.data.fraction import fraction_indices
 from lit_kd.methods import HintonKD, SupervisedModule, load_network_weights
 from lit_kd.models import CifarResNet, available_models, create_model
 from lit_kd.tasks import regression_metrics
+from tests.support.data import UTKFACE_AGES, UTKFACE_MALFORMED
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 IN_RANGE_AGES = sorted(age for age in UTKFACE_AGES if 1 <= age <= 60)
 

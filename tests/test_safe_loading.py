@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import RECIPES, TinyNet, fit_args, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_kd.born_again import run_generations
@@ -29,6 +28,9 @@ from lit_kd.methods import EnsembleDistillation, HintonKD, SupervisedModule
 from lit_kd.models import create_model
 from lit_kd.models.pretrained import PRETRAINED_WEIGHTS
 from lit_kd.synthesis import load_conditional_gan
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.paths import RECIPES
+from tests.support.training import fit_args, tiny_cifar, tiny_trainer
 
 
 class RunsCode:

@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import tiny_cifar, tiny_trainer
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from PIL import Image
-from test_recipes import DATA_FIXTURES, RECIPES, recipe_args
 
 from lit_kd.callbacks import BoundarySampleGallery
 from lit_kd.lightning_cli import LitKDCLI
+from tests.support.training import tiny_cifar, tiny_trainer
+from tests.test_recipes import DATA_FIXTURES, RECIPES, recipe_args
 
 #: One epoch, every step logged, no sanity check. Unlike ``fast_dev_run``, which replaces the loggers by a no-op
 #: logger and turns checkpointing off, this logs and checkpoints.
@@ -207,7 +207,8 @@ def test_offline_run_holds_the_boundary_sample_gallery(
     tmp_path: Path, wandb_mode: Callable[[str], None], cifar_folder: Path
 ) -> None:
     from lightning.pytorch.loggers import WandbLogger
-    from test_bss import make_bss
+
+    from tests.methods.test_bss import make_bss
 
     wandb_mode("offline")
     # two epochs: BSS mines in the first (r_bss = 2/3) and not in the second; the colour teacher is right on the

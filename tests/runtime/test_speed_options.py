@@ -14,7 +14,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer, torchvision_network
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
@@ -22,6 +21,8 @@ from lit_kd.callbacks.bss import boundary_attack
 from lit_kd.methods import BSSDistillation, DataFreeAdversarialDistillation, FitNets, HintonKD
 from lit_kd.models import CifarResNet, DFADGenerator, create_model
 from lit_kd.models.inference import channels_last_cpu_hazards, fold_batchnorm, inference_copy
+from tests.support.networks import TinyNet, save_state_dict, torchvision_network
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def randomised_batchnorm(network: nn.Module) -> nn.Module:

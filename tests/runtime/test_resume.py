@@ -4,10 +4,11 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_kd.methods import HintonKD
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def make_module(teacher_path: str) -> HintonKD:

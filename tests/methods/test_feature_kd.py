@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 
 from lit_kd.losses import ConvRegressor, attention_map, attention_transfer_loss, hint_loss
 from lit_kd.methods import ActivationMapAdaptation, AttentionTransfer, FitNets
 from lit_kd.models import create_model
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 # two channels over two positions: sum of squares per position (1 + 9, 4 + 0), mean over channels (5, 2)
 STUDENT_MAP = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])

@@ -10,16 +10,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from cgan_helpers import (
-    GreyLevelTeacher,
-    ImageCollector,
-    LabelPainter,
-    RecordGANWeights,
-    SnapshotEveryStep,
-    flat_weights,
-    tiny_gan,
-)
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_kd.callbacks import GeneratorGallery
@@ -45,6 +35,17 @@ from lit_kd.synthesis import (
     synthesize,
 )
 from lit_kd.synthesis import main as synthesis_main
+from tests.support.cgan import (
+    GreyLevelTeacher,
+    ImageCollector,
+    LabelPainter,
+    RecordGANWeights,
+    SnapshotEveryStep,
+    flat_weights,
+    tiny_gan,
+)
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 # ------------------------------------------------------------------------------------------------- losses

@@ -7,10 +7,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 
 from lit_kd.losses import soft_target_kl
 from lit_kd.methods import HintonKD, SupervisedModule, load_network_weights
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def make_kd(tmp_path: Path, **kwargs) -> HintonKD:

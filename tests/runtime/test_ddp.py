@@ -4,9 +4,10 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 
 from lit_kd.methods import HintonKD
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 class RecordPerRank(pl.Callback):

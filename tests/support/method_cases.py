@@ -14,9 +14,6 @@ from typing import NamedTuple
 
 import lightning.pytorch as pl
 import torch
-from cgan_helpers import tiny_gan
-from dfad_helpers import tiny_dfad
-from helpers import TinyNet, tiny_cifar
 from torch import nn
 
 from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule, DiscriminatorUpdateSchedule
@@ -39,6 +36,10 @@ from lit_kd.methods import (
     SupervisedModule,
 )
 from lit_kd.models import CifarResNet, create_model
+from tests.support.cgan import tiny_gan
+from tests.support.dfad import tiny_dfad
+from tests.support.networks import TinyNet
+from tests.support.training import tiny_cifar
 
 
 def cifar(folders: dict[str, Path], batch_size: int) -> pl.LightningDataModule:

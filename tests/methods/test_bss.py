@@ -9,7 +9,6 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import RecordImages, TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
@@ -19,11 +18,13 @@ from lit_kd.callbacks.bss import boundary_attack, bss_weights, sample_target_cla
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.losses import soft_cross_entropy
 from lit_kd.methods import BSSDistillation
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import RecordImages, tiny_cifar, tiny_trainer
 
 
 # ------------------------------------------------------------------------------------------ helpers
 def colour_teacher(sharpness: float = 40.0) -> nn.Sequential:
-    """A teacher that is right on the generated test images: nearest class colour (conftest.class_image), linear.
+    """A teacher that is right on the generated test images: nearest class colour (support.data.class_image), linear.
 
     ``-s ||m - c||^2`` is, up to a term shared by all classes, ``2s c.m - s ||c||^2``: a linear layer on the mean
     colour ``m`` of the (normalised) image.

@@ -1,7 +1,9 @@
-"""Run by ``torchrun --nproc_per_node=2`` from ``test_method_matrix.py``: every method, 3 DDP steps, weights per rank.
+"""Run by ``torchrun --nproc_per_node=2`` from ``tests/test_method_matrix.py``: every method, 3 DDP steps, weights
+per rank.
 
-Usage: ``torchrun --nproc_per_node=2 tests/ddp_matrix.py <output dir> cifar10=<folder> utkface=<folder>``. Writes
-``<name>.initial.pt`` (rank 0) and ``<name>.rank<r>.pt`` for every case of ``method_cases.METHOD_CASES``.
+Usage: ``torchrun --nproc_per_node=2 tests/support/ddp_matrix.py <output dir> cifar10=<folder> utkface=<folder>``,
+with the repository root on ``PYTHONPATH``. Writes ``<name>.initial.pt`` (rank 0) and ``<name>.rank<r>.pt`` for every
+case of ``tests.support.method_cases.METHOD_CASES``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from helpers import tiny_trainer
-from method_cases import METHOD_CASES, trained_weights
+
+from tests.support.method_cases import METHOD_CASES, trained_weights
+from tests.support.training import tiny_trainer
 
 
 def main(out_dir: Path, data_folders: dict[str, Path]) -> None:

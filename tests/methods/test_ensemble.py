@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 
 from lit_kd.born_again import run_generations
 from lit_kd.losses import soft_target_kl
 from lit_kd.methods import EnsembleDistillation, LogitEnsemble, SeedEnsembleModule, SelfDistillation
 from lit_kd.models import create_model
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def test_ensemble_logits_are_the_mean_of_member_logits() -> None:

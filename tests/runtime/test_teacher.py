@@ -13,13 +13,14 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import tiny_cifar, tiny_trainer, torchvision_network
 from torch import nn
 
 from lit_kd.methods import ActivationMapAdaptation, AttentionTransfer, FitNets
 from lit_kd.models import create_model
 from lit_kd.models.features import FeatureTaps
 from lit_kd.models.inference import inference_copy
+from tests.support.networks import torchvision_network
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def randomised_batchnorm(network: nn.Module, seed: int = 0) -> nn.Module:

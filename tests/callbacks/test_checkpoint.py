@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import fit_args
 
 from lit_kd.callbacks.checkpoint import LOCK_NAME
 from lit_kd.checkpointing import safe_load
 from lit_kd.cli import main as lit_kd_main
 from lit_kd.lightning_cli import LitKDCLI
+from tests.support.paths import RECIPES, REPO_ROOT
+from tests.support.training import fit_args
 
 RECIPE = "cifar10/vanilla_resnet8.yaml"  # monitor: val/acc, save_last: true, dirpath checkpoints/cifar10/...
 FOLDER = Path("checkpoints/cifar10/vanilla_resnet8")
@@ -47,7 +48,7 @@ def run_args(
         }
     ]
     if sigterm_at is not None:
-        callbacks.append({"class_path": "helpers.SigtermAtStep", "init_args": {"step": sigterm_at}})
+        callbacks.append({"class_path": "tests.support.training.SigtermAtStep", "init_args": {"step": sigterm_at}})
     root.mkdir(parents=True, exist_ok=True)
     extra = root / f"callbacks_{len(list(root.glob('callbacks_*.yaml')))}.yaml"
     extra.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
@@ -126,7 +127,7 @@ def test_sigterm_stops_with_status_143_and_a_last_checkpoint_that_resumes_exactl
 def test_sigterm_exit_status_from_a_real_process(in_tmp: Path, cifar_folder: Path) -> None:
     """``lit-kd fit ... && lit-kd test ...`` must not go on: the shell sees a non-zero status."""
     args = run_args(cifar_folder, in_tmp, sigterm_at=2, trainer__max_steps=8)
-    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(
         [sys.executable, "-m", "lit_kd", *args], env=environment, capture_output=True, text=True, timeout=300
     )
@@ -186,7 +187,7 @@ def test_partial_files_of_killed_runs_are_removed(in_tmp: Path, cifar_folder: Pa
 def test_every_recipe_checkpoints_with_the_resumable_callback() -> None:
     """Issue 27, 3: under Lightning's own ModelCheckpoint (monitor + save_last) a recipe's last.ckpt held the best
     epoch. Every recipe that writes checkpoints uses ResumableCheckpoint."""
-    recipes = sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml"))
+    recipes = sorted(RECIPES.rglob("*.yaml"))
     checkpointing = 0
     for recipe in recipes:
         callbacks = (yaml.safe_load(recipe.read_text()).get("trainer") or {}).get("callbacks") or []

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import class_image, write_class_folders, write_jpeg
-from helpers import TinyNet
 
 from lit_kd.data import CIFAR10DataModule, DataFreeDataModule, TinyImageNetDataModule, UTKFaceDataModule
 from lit_kd.data.augmentation import normalize
 from lit_kd.data.cifar import CIFAR10_CLASSES
 from lit_kd.data.order import stratified_order
+from tests.support.data import class_image, write_class_folders, write_jpeg
+from tests.support.networks import TinyNet
 
 
 def first_batch_counts(data, batch_size: int, loader: str = "test_dataloader") -> torch.Tensor:

@@ -9,13 +9,14 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from helpers import TinyNet, tiny_cifar, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_kd.callbacks import CyclicPairSchedule, DiscriminatorUpdateSchedule, GeneratorUpdateSchedule
 from lit_kd.losses import FeatureDiscriminator, discriminator_loss, generator_loss
 from lit_kd.methods import DeepMutualLearning, HintonKD, OnlineAdversarialFeatureKD, load_network_weights
 from lit_kd.models import CifarResNet, create_model
+from tests.support.networks import TinyNet
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def afd_pair(**kwargs) -> OnlineAdversarialFeatureKD:

@@ -7,12 +7,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from helpers import TinyNet, tiny_cifar
 from torch import Tensor, nn
 
 from lit_kd.data import DataFreeDataModule
 from lit_kd.methods import DataFreeAdversarialDistillation
 from lit_kd.models import DFADGenerator
+from tests.support.networks import TinyNet
+from tests.support.training import tiny_cifar
 
 
 class LinearNet(nn.Module):

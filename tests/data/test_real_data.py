@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from lit_kd.data import CIFAR10DataModule, TinyImageNetDataModule
+from tests.support.paths import SHARED
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = SHARED / "data"
 pytestmark = pytest.mark.slow
 
 

@@ -138,7 +138,7 @@ def test_corrupt_image_is_named(cifar_folder: Path, tmp_path: Path) -> None:
 
 
 def test_wrong_image_size_is_named(cifar_folder: Path, tmp_path: Path) -> None:
-    from conftest import write_jpeg
+    from tests.support.data import write_jpeg
 
     data = tmp_path / "data"
     shutil.copytree(cifar_folder, data)

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyNet, tiny_cifar, tiny_trainer
 from torch import nn
 
 from lit_kd.lightning_cli import LitKDCLI
 from lit_kd.methods import HintonKD
 from lit_kd.models import PretrainedNetwork, available_pretrained
 from lit_kd.models.pretrained import PRETRAINED_WEIGHTS, CifarResNet
+from tests.support.networks import TinyNet
+from tests.support.paths import RECIPES, SHARED
+from tests.support.training import tiny_cifar, tiny_trainer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = Path(os.environ.get("LIT_KD_WEIGHTS", SHARED / "weights"))
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 needs_weights = pytest.mark.skipif(
     not (WEIGHTS / PRETRAINED_WEIGHTS["cifar10_resnet20"].file_name).is_file(), reason=f"no weights in {WEIGHTS}"
 )

@@ -17,11 +17,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 
 from lit_kd.losses import dist_loss, dkd_loss, soft_cross_entropy, soft_target_kl
 from lit_kd.methods import DecoupledKD, DISTDistillation, EnsembleDistillation, HintonKD, SelfDistillation
 from lit_kd.methods.base import DistillationModule
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def build(method: type[DistillationModule], tmp_path: Path, **kwargs: Any) -> DistillationModule:

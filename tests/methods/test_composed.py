@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_cifar, tiny_trainer
-from method_cases import tiny_resnet
 
 from lit_kd.losses import soft_target_kl
 from lit_kd.losses.terms import AttentionTerm, CrossEntropyTerm, DISTTerm, DKDTerm, HintTerm, KDTerm
@@ -21,6 +19,8 @@ from lit_kd.methods import (
     FitNets,
     HintonKD,
 )
+from tests.support.method_cases import tiny_resnet
+from tests.support.training import tiny_cifar, tiny_trainer
 
 
 def pair() -> tuple[torch.nn.Module, torch.nn.Module]:

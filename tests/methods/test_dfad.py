@@ -8,17 +8,6 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from dfad_helpers import (
-    LinearGenerator,
-    LinearNet,
-    RecordPerRank,
-    data_free,
-    flat_state,
-    flat_weights,
-    tiny_dfad,
-    tiny_generator,
-)
-from helpers import RecordImages, TinyNet, save_state_dict, tiny_cifar, tiny_trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -31,6 +20,18 @@ from lit_kd.losses import logit_discrepancy
 from lit_kd.methods import DataFreeAdversarialDistillation
 from lit_kd.methods.dfad import dfad_lr_schedule
 from lit_kd.models import DCGANGenerator, DFADGenerator, ImageNetStyleResNet, create_model
+from tests.support.dfad import (
+    LinearGenerator,
+    LinearNet,
+    RecordPerRank,
+    data_free,
+    flat_state,
+    flat_weights,
+    tiny_dfad,
+    tiny_generator,
+)
+from tests.support.networks import TinyNet, save_state_dict
+from tests.support.training import RecordImages, tiny_cifar, tiny_trainer
 
 
 @pytest.fixture
