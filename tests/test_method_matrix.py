@@ -51,7 +51,8 @@ def test_resumed_run_equals_an_uninterrupted_one(
     resumed = trained_weights(resumed_case.module)
 
     assert resumed.keys() == uninterrupted.keys()
-    assert any(not torch.equal(before[key], value) for key, value in uninterrupted.items())
+    # a method may build parts at setup (CRD's embeddings and banks): those are not in ``before``
+    assert any(key in before and not torch.equal(before[key], value) for key, value in uninterrupted.items())
     for key, value in uninterrupted.items():
         torch.testing.assert_close(
             resumed[key], value, rtol=0, atol=1e-6, msg=lambda message, key=key, name=name: f"{name}: {key}: {message}"
@@ -115,7 +116,8 @@ def test_every_method_keeps_two_ddp_processes_in_sync(tmp_path: Path, data_folde
     for name in METHOD_CASES:
         initial = torch.load(tmp_path / f"{name}.initial.pt")
         ranks = [torch.load(tmp_path / f"{name}.rank{rank}.pt") for rank in (0, 1)]
-        assert ranks[0].keys() == ranks[1].keys() == initial.keys(), name
+        # a method may build parts at setup (CRD's embeddings and banks), after the initial weights were read
+        assert ranks[0].keys() == ranks[1].keys() and initial.keys() <= ranks[0].keys(), name
         for key, value in ranks[0].items():
             torch.testing.assert_close(
                 ranks[1][key],
@@ -124,4 +126,4 @@ def test_every_method_keeps_two_ddp_processes_in_sync(tmp_path: Path, data_folde
                 atol=0,
                 msg=lambda message, key=key, name=name: f"{name}: {key}: {message}",
             )
-        assert any(not torch.equal(initial[key], value) for key, value in ranks[0].items()), f"{name} did not train"
+        assert any(not torch.equal(value, ranks[0][key]) for key, value in initial.items()), f"{name} did not train"

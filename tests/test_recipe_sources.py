@@ -79,6 +79,17 @@ LOGIT_STAND_KD_SETTINGS = [
     ("model.init_args.kd_weight", 9.0, f"{LOGIT_STAND} tools/train.py:104, 113 (--kd-weight 9)"),
     ("model.init_args.ce_weight", 0.1, f"{LOGIT_STAND} mdistiller/engine/cfg.py:64"),
 ]
+CRD_SETTINGS = [
+    ("model.init_args.ce_weight", 1.0, f"{REPD}:73 (-r, default 1)"),
+    ("model.init_args.kd_weight", 0.0, "RepDistiller scripts/run_cifar_distill.sh:29 (-a 0)"),
+    ("model.init_args.crd_weight", 0.8, "RepDistiller scripts/run_cifar_distill.sh:29 (-b 0.8)"),
+    ("model.init_args.feature_dim", 128, f"{REPD}:81 (--feat_dim)"),
+    ("model.init_args.class_negatives", True, f"{REPD}:82 (--mode exact)"),
+    ("model.init_args.num_negatives", 16384, f"{REPD}:83 (--nce_k)"),
+    ("model.init_args.contrast_temperature", 0.07, f"{REPD}:84 (--nce_t)"),
+    ("model.init_args.momentum", 0.5, f"{REPD}:85 (--nce_m)"),
+    ("model.init_args.temperature", 4.0, f"{REPD}:78 (--kd_T, for CRD+KD)"),
+]
 DFAD_SETTINGS = [
     ("data.init_args.latent_dim", 256, f"{DFAD}:114"),
     ("data.init_args.batches_per_epoch", 300, f"{DFAD}:93 (50 iterations) x :24 (5 student + 1 generator steps)"),
@@ -196,6 +207,7 @@ TABLE: list[tuple[str, str, Any, str]] = [
     *[(f"{d}/dkd_resnet56_resnet20.yaml", *row) for d in ("cifar10", "tiny_imagenet") for row in DKD_SETTINGS],
     *[(f"{d}/dist_resnet56_resnet20.yaml", *row) for d in ("cifar10", "tiny_imagenet") for row in DIST_SETTINGS],
     *[("cifar10/kd_ls_resnet56_resnet20.yaml", *row) for row in LOGIT_STAND_KD_SETTINGS],
+    *[(f"{d}/crd_resnet56_resnet20.yaml", *row) for d in ("cifar10", "tiny_imagenet") for row in CRD_SETTINGS],
 ]
 
 

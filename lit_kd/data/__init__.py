@@ -5,6 +5,7 @@ from lit_kd.data.base import InMemoryImageDataModule, LabelledImages
 from lit_kd.data.cifar import CIFAR10_CLASSES, CIFAR10DataModule
 from lit_kd.data.data_free import DataFreeDataModule, LatentNoiseLoader, LatentSeedSampler
 from lit_kd.data.image_files import CorruptDatasetError
+from lit_kd.data.indices import WithIndices
 from lit_kd.data.loader import InMemoryLoader, ShardedBatchSampler
 from lit_kd.data.synthetic import SyntheticSet, load_synthetic_set, save_synthetic_set
 from lit_kd.data.tiny_imagenet import TinyImageNetDataModule
@@ -24,6 +25,7 @@ __all__ = [
     "SyntheticSet",
     "TinyImageNetDataModule",
     "UTKFaceDataModule",
+    "WithIndices",
     "load_synthetic_set",
     "normalize",
     "random_crop_flip",

@@ -77,6 +77,9 @@ class InMemoryImageDataModule(LightningDataModule):
         synthetic_dir: a synthetic set written by cGAN-KD's stage 2 (:mod:`lit_kd.synthesis`), appended to the
             training split after the options above (checked against this dataset's task, image size and labels by
             :func:`~lit_kd.data.synthetic.load_synthetic_set`), so any method trains on real + synthetic images.
+        return_indices: training batches are ``(images, targets, indices)``, each sample's index into
+            :attr:`train_set` (evaluation batches stay ``(images, targets)``). Methods that need it set it at setup
+            (:class:`~lit_kd.methods.ContrastiveRepresentationDistillation`); off by default.
     """
 
     num_classes: ClassVar[int]
@@ -101,6 +104,7 @@ class InMemoryImageDataModule(LightningDataModule):
         use_cache: bool = True,
         synthetic_dir: str | Path | None = None,
         predict_files: str | Path | list[str] | None = None,
+        return_indices: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -124,6 +128,7 @@ class InMemoryImageDataModule(LightningDataModule):
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if use_cache else None
         self.synthetic_dir = Path(synthetic_dir).expanduser() if synthetic_dir is not None else None
         self.predict_files = predict_files
+        self.return_indices = return_indices
         self.predict_set: LabelledImages | None = None
         self.predict_names: list[str] = []  # a name per predicted image: its file, or test[<index>]
         self.predict_targets: Tensor | None = None  # the labels, when predicting on the test split
@@ -259,7 +264,7 @@ class InMemoryImageDataModule(LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
-        return InMemoryLoader(split.images, split.targets, sampler)
+        return InMemoryLoader(split.images, split.targets, sampler, return_indices=train and self.return_indices)
 
     def train_dataloader(self) -> InMemoryLoader:
         """Shuffled, sharded training batches of ``uint8`` images (augmented after the device transfer)."""
@@ -282,9 +287,12 @@ class InMemoryImageDataModule(LightningDataModule):
         """Batches ``(images, indices)`` of :attr:`predict_files` or the test split; names in :attr:`predict_names`."""
         return self._loader(self.predict_set, "predict", train=False)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """Augment (training only, not with ``overfit_batches``) and normalise a batch already on its device."""
-        images, targets = batch
+    def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
+        """Augment (training only, not with ``overfit_batches``) and normalise a batch already on its device.
+
+        The images change; targets and any sample indices (``return_indices``) pass through as they are.
+        """
+        images, *rest = batch
         if self.trainer is not None and self.trainer.training:
             epoch = self._train_sampler.epoch if self._train_sampler is not None else 0
             if self._consumed["epoch"] != epoch:
@@ -296,7 +304,7 @@ class InMemoryImageDataModule(LightningDataModule):
                 generator = torch.Generator(device=images.device).manual_seed(seed)
                 images = random_crop_flip(images, self.crop_padding, self.horizontal_flip, generator)
             self._consumed["batches"] += 1
-        return normalize(images, self.mean, self.std), targets
+        return (normalize(images, self.mean, self.std), *rest)
 
     def state_dict(self) -> dict[str, Any]:
         """Progress through the current training epoch, so a resumed run skips the batches already used."""

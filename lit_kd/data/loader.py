@@ -99,21 +99,31 @@ class ShardedBatchSampler:
 class InMemoryLoader:
     """Iterates over ``(images, targets)`` batches of tensors held in memory, in the order of its sampler.
 
+    With ``return_indices`` the batches are ``(images, targets, indices)``: each sample's index into ``images``
+    (the sampler's indices, so under DDP every rank's are indices into the whole set), as methods with a memory
+    bank per training sample need (:class:`~lit_kd.methods.ContrastiveRepresentationDistillation`).
+
     Lightning treats it like a ``DataLoader``: it calls ``sampler.set_epoch`` at each epoch and ``len()`` for
     progress bars; it does not replace the sampler under DDP because the sampler already shards by rank.
     """
 
-    def __init__(self, images: Tensor, targets: Tensor, sampler: ShardedBatchSampler) -> None:
+    def __init__(
+        self, images: Tensor, targets: Tensor, sampler: ShardedBatchSampler, return_indices: bool = False
+    ) -> None:
         if len(images) != len(targets):
             raise ValueError(f"images ({len(images)}) and targets ({len(targets)}) differ in length")
         self.images = images
         self.targets = targets
         self.sampler = sampler
+        self.return_indices = return_indices
         self.batch_sampler = None  # Lightning inspects ``sampler`` and ``batch_sampler`` like a DataLoader's
 
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         for indices in self.sampler:
-            yield self.images[indices], self.targets[indices]
+            if self.return_indices:
+                yield self.images[indices], self.targets[indices], indices
+            else:
+                yield self.images[indices], self.targets[indices]

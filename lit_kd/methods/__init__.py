@@ -8,6 +8,7 @@ from lit_kd.methods.base import DistillationModule, StudentModule, default_optim
 from lit_kd.methods.bss import BSSDistillation
 from lit_kd.methods.cgan import ConditionalGAN
 from lit_kd.methods.composed import ComposedDistillation
+from lit_kd.methods.crd import ContrastiveRepresentationDistillation
 from lit_kd.methods.dfad import DataFreeAdversarialDistillation
 from lit_kd.methods.dist import DISTDistillation
 from lit_kd.methods.dkd import DecoupledKD
@@ -26,6 +27,7 @@ __all__ = [
     "BSSDistillation",
     "ComposedDistillation",
     "ConditionalGAN",
+    "ContrastiveRepresentationDistillation",
     "DISTDistillation",
     "DataFreeAdversarialDistillation",
     "DecoupledKD",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -106,6 +106,8 @@ class FeatureTaps:
         network: any ``nn.Module``.
         layers: module paths, or :class:`FeatureNet` feature indices (see :func:`resolve_layer`).
         argument: the configuration field the layers came from, named in errors.
+        record: ``"output"`` records what each layer returns; ``"input"`` its first argument (a forward pre-hook:
+            e.g. the pooled features a classifier receives, :func:`last_linear_layer`).
 
     Example:
         >>> from torch import nn
@@ -116,14 +118,29 @@ class FeatureTaps:
         ((2, 4, 6, 6), {})
     """
 
-    def __init__(self, network: nn.Module, layers: Sequence[LayerName], argument: str) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        layers: Sequence[LayerName],
+        argument: str,
+        record: Literal["output", "input"] = "output",
+    ) -> None:
+        if record not in ("output", "input"):
+            raise ValueError(f"record must be 'output' or 'input', got {record!r}")
         self.network = network
         self.layers = [resolve_layer(network, layer, argument) for layer in layers]
         self.argument = argument
         self.maps: dict[str, Tensor] = {}
         self.active = False
         for name in dict.fromkeys(self.layers):
-            network.get_submodule(name).register_forward_hook(functools.partial(self._record, name))
+            module = network.get_submodule(name)
+            if record == "input":
+                module.register_forward_pre_hook(functools.partial(self._record_input, name))
+            else:
+                module.register_forward_hook(functools.partial(self._record, name))
+
+    def _record_input(self, name: str, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        self._record(name, module, inputs, inputs[0] if inputs else None)
 
     def _record(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
         if not self.active:
@@ -169,6 +186,47 @@ def probe_maps(taps: FeatureTaps, image_size: int | Sequence[int]) -> list[Tenso
                 "not a [B, C, H, W] feature map"
             )
     return maps
+
+
+def last_linear_layer(network: nn.Module, argument: str, probe_size: int = 32) -> str:
+    """The module path of the last ``nn.Linear`` to run in ``network``'s forward pass: usually its classifier.
+
+    Its input is the network's penultimate features (for a zoo network, :attr:`FeatureOutput.embedding`); read it
+    with ``FeatureTaps(network, [path], argument, record="input")``. One probe pass (a zero batch
+    ``[2, 3, probe_size, probe_size]``, evaluation mode, no gradient) finds it by the order the layers run in, not
+    the order they are declared in.
+
+    Raises:
+        ValueError: one line, when no ``nn.Linear`` runs (or the probe fails): name the layer by module path then.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+        >>> last_linear_layer(net, "student_layer")
+        '3'
+    """
+    ran: list[str] = []
+    handles = [
+        module.register_forward_pre_hook(lambda module, inputs, name=name: ran.append(name))
+        for name, module in network.named_modules()
+        if isinstance(module, nn.Linear)
+    ]
+    try:
+        probe(network, (3, probe_size, probe_size))
+    except Exception as error:
+        raise ValueError(
+            f"{argument}: a probe batch [2, 3, {probe_size}, {probe_size}] does not run in {type(network).__name__} "
+            f"({error}); name the feature layer by module path"
+        ) from error
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not ran:
+        raise ValueError(
+            f"{argument}: {type(network).__name__} runs no nn.Linear, so its penultimate features cannot be found; "
+            f"name the feature layer by module path, e.g. {_suggestions(network)}"
+        )
+    return ran[-1]
 
 
 def spatial_stages(network: nn.Module, probe_size: int = 32) -> list[str]:

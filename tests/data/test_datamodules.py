@@ -110,6 +110,31 @@ def test_batches_are_augmented_only_in_training(cifar_folder: Path, cache_dir: P
     assert torch.allclose(out, normalize(images, dm.mean, dm.std))
 
 
+def test_return_indices_gives_training_batches_their_indices_into_the_train_set(
+    cifar_folder: Path, cache_dir: Path
+) -> None:
+    """Training batches become (images, targets, indices), sharded and resumable like the rest; evaluation unchanged."""
+    shards = []
+    for rank in (0, 1):
+        dm = CIFAR10DataModule(cifar_folder, batch_size=8, cache_dir=cache_dir, return_indices=True)
+        dm.setup("fit")
+        dm._rank_and_world = lambda rank=rank: (rank, 2)
+        batches = list(dm.train_dataloader())
+        assert all(len(batch) == 3 for batch in batches)
+        for images, targets, indices in batches:
+            assert torch.equal(images, dm.train_set.images[indices]) and torch.equal(
+                targets, dm.train_set.targets[indices]
+            )
+        shards.append(torch.cat([indices for _, _, indices in batches]))
+        assert all(len(batch) == 2 for batch in dm.val_dataloader())
+        dm.load_state_dict({"epoch": 0, "batches": 2})  # a resumed run skips the batches already consumed
+        assert [b[2].tolist() for b in dm.train_dataloader()] == [b[2].tolist() for b in batches[2:]]
+    assert sorted(torch.cat(shards).tolist()) == list(range(80))
+    images, targets, indices = batches[0]
+    out = dm.on_after_batch_transfer((images, targets, indices), 0)
+    assert len(out) == 3 and out[1] is targets and out[2] is indices and out[0].dtype == torch.float32
+
+
 def test_decoded_cache_is_reused_and_invalidated(cifar_folder: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(cifar_folder, data)

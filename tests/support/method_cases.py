@@ -24,6 +24,7 @@ from lit_kd.methods import (
     AttentionTransfer,
     BSSDistillation,
     ComposedDistillation,
+    ContrastiveRepresentationDistillation,
     DecoupledKD,
     DeepMutualLearning,
     DISTDistillation,
@@ -126,6 +127,14 @@ def attention_transfer(work_dir: Path) -> MethodCase:
     )
 
 
+def crd(work_dir: Path) -> MethodCase:
+    """CRD with 16 negatives: its memory banks are trained tensors too (resume and DDP compare them)."""
+    module = ContrastiveRepresentationDistillation(
+        tiny_resnet(), tiny_resnet(8), feature_dim=8, num_negatives=16, teacher_checkpoint=feature_teacher(work_dir)
+    )
+    return MethodCase(module, [])
+
+
 def composed(work_dir: Path) -> MethodCase:
     """A composed objective with a trained term (the hint regressor) and a warm-up: CE + KD + hint."""
     terms = [CrossEntropyTerm(weight=0.5), KDTerm(weight=0.5, warmup_epochs=2), HintTerm(weight=10.0)]
@@ -198,6 +207,7 @@ METHOD_CASES: dict[str, Case] = {
     "attention_transfer": attention_transfer,
     "ama": ama,
     "composed": composed,
+    "crd": crd,
     "ensemble": ensemble,
     "seeds": seeds,
     "self_distillation": self_distillation,
