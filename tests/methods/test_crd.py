@@ -9,12 +9,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyNet, tiny_cifar, tiny_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_kd.data import WithIndices
 from lit_kd.methods import ContrastiveRepresentationDistillation
 from lit_kd.models import create_model
+from tests.support.networks import TinyNet
+from tests.support.training import tiny_cifar, tiny_trainer
 
 NUM_SAMPLES = 20
 
