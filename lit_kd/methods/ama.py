@@ -106,10 +106,9 @@ class ActivationMapAdaptation(DistillationModule):
 
     def adapted_teacher(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The adapted activation map and the adapted teacher's logits (gradients reach only the adaptive module)."""
-        teacher = self.frozen_teacher  # (re)built before the hook is armed: building it runs a probe batch
         self._adapting = True
         try:
-            logits = teacher(images)  # the adapted block's hook is on it too
+            logits = self.frozen_teacher(images)  # the adapted block's hook is on it too
             adapted_map = self._adapted_map
         finally:
             self._adapting, self._adapted_map = False, None

@@ -17,9 +17,11 @@ a shared convolution would change its other uses).
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import functools
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -86,9 +88,9 @@ def modules_called_more_than_once(network: nn.Module, probe_size: int = 32) -> s
     """The paths of ``network``'s submodules that one forward pass calls more than once; ``None`` if it cannot tell.
 
     The calls are counted with forward pre-hooks on one probe pass (a zero batch ``[2, C, probe_size, probe_size]``,
-    ``C`` the input channels of the first convolution, without gradients, in evaluation mode; the network is left as it
-    was), and on the ``torch.fx`` trace if the network traces (the nodes calling each module); the union of both.
-    ``None`` when neither the probe nor the trace runs.
+    ``C`` the input channels of the first convolution, without gradients, in evaluation mode, with the network's own
+    hooks suspended; the network is left as it was), and on the ``torch.fx`` trace if the network traces (the nodes
+    calling each module); the union of both. ``None`` when neither the probe nor the trace runs.
 
     Example:
         >>> conv = nn.Conv2d(3, 3, 1)
@@ -99,31 +101,12 @@ def modules_called_more_than_once(network: nn.Module, probe_size: int = 32) -> s
     for name, module in network.named_modules(remove_duplicate=False):
         paths.setdefault(id(module), []).append(name)
     counts: dict[int, int] = {}
-    handles = [
-        module.register_forward_pre_hook(functools.partial(_count_call, counts, key))
-        for key, module in {id(module): module for module in network.modules()}.items()
-    ]
     first_conv = next((module for module in network.modules() if isinstance(module, nn.Conv2d)), None)
     reference = next(itertools.chain(network.parameters(), network.buffers()), None)
-    probed = False
-    try:
-        with torch.no_grad(), evaluation_mode(network):
-            network(
-                torch.zeros(
-                    2,
-                    first_conv.in_channels if first_conv is not None else 3,
-                    probe_size,
-                    probe_size,
-                    device=reference.device if reference is not None else None,
-                    dtype=reference.dtype if reference is not None and reference.is_floating_point() else None,
-                )
-            )
-        probed = True
-    except Exception:  # a network that does not take such a batch: the trace alone decides
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    with suspended_hooks(network):  # the network's own hooks (taps, AMA's adapter) must not see the probe
+        for key, module in {id(module): module for module in network.modules()}.items():
+            module.register_forward_pre_hook(functools.partial(_count_call, counts, key))
+        probed = _probe(network, first_conv, reference, probe_size)
     repeated = {name for key, count in counts.items() if count > 1 for name in paths.get(key, [])} if probed else set()
     graph = _trace(network)
     if graph is not None:  # a module reached under several paths counts once per node of each
@@ -136,6 +119,44 @@ def modules_called_more_than_once(network: nn.Module, probe_size: int = 32) -> s
     elif not probed:
         return None
     return repeated
+
+
+@contextlib.contextmanager
+def suspended_hooks(network: nn.Module) -> Iterator[None]:
+    """Inside, no forward hook or pre-hook that ``network``'s modules had before runs; after, they all are back.
+
+    Hooks registered inside (e.g. call counters) are dropped on exit with the temporary tables.
+    """
+    names = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs")
+    saved = [(module, {name: getattr(module, name) for name in names}) for module in network.modules()]
+    for module, tables in saved:
+        for name, table in tables.items():
+            setattr(module, name, type(table)())
+    try:
+        yield
+    finally:
+        for module, tables in saved:
+            for name, table in tables.items():
+                setattr(module, name, table)
+
+
+def _probe(network: nn.Module, first_conv: nn.Conv2d | None, reference: Tensor | None, probe_size: int) -> bool:
+    """Run one zero batch through ``network`` (evaluation mode, no gradient); whether it ran."""
+    try:
+        with torch.no_grad(), evaluation_mode(network):
+            network(
+                torch.zeros(
+                    2,
+                    first_conv.in_channels if first_conv is not None else 3,
+                    probe_size,
+                    probe_size,
+                    device=reference.device if reference is not None else None,
+                    dtype=reference.dtype if reference is not None and reference.is_floating_point() else None,
+                )
+            )
+    except Exception:  # a network that does not take such a batch: the trace alone decides
+        return False
+    return True
 
 
 def _count_call(counts: dict[int, int], key: int, module: nn.Module, inputs: Any) -> None:

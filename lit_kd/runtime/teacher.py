@@ -80,7 +80,7 @@ class TeacherRunner:
         The copy is rebuilt whenever the teacher's weights, buffers or device change (e.g. a checkpoint was loaded).
         It is made outside ``torch.inference_mode`` even when first asked for inside it, so its weights are ordinary
         tensors that a later pass can differentiate through. Building it runs a probe batch through the copy (to
-        find modules called more than once): arm no hook that must not see it before asking for the network.
+        find modules called more than once) with the copy's hooks suspended, so no tap or adapter sees it.
         """
         if not self.fast:
             return self.teacher
