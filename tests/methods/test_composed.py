@@ -103,6 +103,9 @@ def test_each_term_is_logged_unweighted_and_weighted_and_the_loss_is_their_weigh
         teacher_logits = module.teacher(images)
     torch.testing.assert_close(losses["ce"], F.cross_entropy(logits, targets))
     torch.testing.assert_close(losses["soft"], soft_target_kl(logits, teacher_logits, 4.0), rtol=1e-4, atol=1e-6)
+    p_teacher, log_p_student = (teacher_logits / 4).softmax(1), (logits / 4).log_softmax(1)  # by hand: T^2 KL(t || s)
+    by_hand = 16 * (p_teacher * (p_teacher.log() - log_p_student)).sum(1).mean()
+    torch.testing.assert_close(losses["soft"], by_hand, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(losses["soft_weighted"], 2.0 * losses["soft"])
     total = 0.5 * losses["ce"] + 2.0 * losses["soft"] + 10.0 * losses["at"]
     torch.testing.assert_close(losses["loss"], total)
