@@ -10,6 +10,7 @@ Examples:
     lit-kd export --config recipes/cifar10/kd_resnet56_resnet20.yaml --ckpt_path best.ckpt --output_dir exported/
     lit-kd born-again --config recipes/cifar10/born_again_resnet20.yaml --generations 3 --output_dir runs/ba
     lit-kd synthesize --help
+    lit-kd teacher-memo --config recipes/cifar10/kd_resnet56_resnet20.yaml --model.init_args.teacher_memo memo.st
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from lightning.pytorch.cli import ArgsType
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_kd import born_again, export, synthesis
+from lit_kd import born_again, export, synthesis, teacher_memo
 from lit_kd.errors import one_line_errors
 from lit_kd.lightning_cli import LitKDCLI
 
@@ -33,12 +34,14 @@ COMMANDS = {
     "export": "write a checkpoint's trained network as a state dict, a torch.export program and/or ONNX",
     "born-again": "train born-again generations of a self-distillation recipe, each taught by the previous one",
     "synthesize": "cGAN-KD stage 2: sample a trained conditional GAN, filter and relabel with the teacher, save",
+    "teacher-memo": "compute a recipe's teacher outputs on every view of every training image into its memo file",
 }
 #: The subcommands that are not LightningCLI's: each takes the arguments after its name.
 DRIVERS: dict[str, Callable[[list[str]], None]] = {
     "export": export.main,
     "born-again": born_again.main,
     "synthesize": synthesis.main,
+    "teacher-memo": teacher_memo.main,
 }
 
 #: The exit status of a run stopped by SIGTERM (128 + the signal's number, the shell's convention), so that

@@ -21,7 +21,7 @@ from tests.support.networks import save_state_dict
 from tests.support.training import tiny_cifar, tiny_trainer
 
 PACKAGE_DIR = Path(lit_kd.__file__).resolve().parent
-ALL_SUBCOMMANDS = ("fit", "validate", "test", "predict", "export", "born-again", "synthesize")
+ALL_SUBCOMMANDS = ("fit", "validate", "test", "predict", "export", "born-again", "synthesize", "teacher-memo")
 
 
 # ------------------------------------------------------------------------------------------- one command
@@ -44,14 +44,14 @@ def test_no_subcommand_prints_the_commands_and_fails(capsys: pytest.CaptureFixtu
     assert all(f"  {name} " in printed for name in ALL_SUBCOMMANDS)
 
 
-@pytest.mark.parametrize("command", ["born-again", "synthesize", "export"])
+@pytest.mark.parametrize("command", ["born-again", "synthesize", "export", "teacher-memo"])
 def test_each_driver_subcommand_has_its_own_help(command: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as stopped:
         main([command, "--help"])
     assert stopped.value.code == 0
     help_text = capsys.readouterr().out
     assert f"lit-kd {command}" in help_text.splitlines()[0]
-    assert "--output_dir" in help_text
+    assert "--config" in help_text if command == "teacher-memo" else "--output_dir" in help_text
 
 
 def test_born_again_runs_through_lit_kd(tmp_path: Path, cifar_folder: Path, capsys: pytest.CaptureFixture) -> None:

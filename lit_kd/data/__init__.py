@@ -1,6 +1,6 @@
 """LightningDataModules: images decoded once into memory, augmented batch-wise on the training device."""
 
-from lit_kd.data.augmentation import normalize, random_crop_flip
+from lit_kd.data.augmentation import CropFlip, normalize, random_crop_flip
 from lit_kd.data.base import InMemoryImageDataModule, LabelledImages
 from lit_kd.data.cifar import CIFAR10_CLASSES, CIFAR10DataModule
 from lit_kd.data.data_free import DataFreeDataModule, LatentNoiseLoader, LatentSeedSampler
@@ -12,6 +12,7 @@ from lit_kd.data.tiny_imagenet import TinyImageNetDataModule
 from lit_kd.data.utkface import UTKFaceDataModule
 
 __all__ = [
+    "CropFlip",
     "CIFAR10_CLASSES",
     "CIFAR10DataModule",
     "CorruptDatasetError",

@@ -11,7 +11,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lit_kd.data.augmentation import normalize, random_crop_flip
+from lit_kd.data.augmentation import CropFlip, normalize
 from lit_kd.data.fraction import fraction_indices
 from lit_kd.data.image_files import CorruptDatasetError, decode_images, default_cache_dir, image_files
 from lit_kd.data.loader import InMemoryLoader, ShardedBatchSampler
@@ -80,6 +80,10 @@ class InMemoryImageDataModule(LightningDataModule):
         return_indices: training batches are ``(images, targets, indices)``, each sample's index into
             :attr:`train_set` (evaluation batches stay ``(images, targets)``). Methods that need it set it at setup
             (:class:`~lit_kd.methods.ContrastiveRepresentationDistillation`); off by default.
+        return_views: training batches are ``(images, targets, indices, views)``: the indices as above and each
+            image's view id in :attr:`augmentation` (:class:`~lit_kd.data.augmentation.CropFlip`), the key of a
+            memoised teacher output (``teacher_memo`` of :class:`~lit_kd.methods.DistillationModule`, which sets
+            it at setup); off by default.
     """
 
     num_classes: ClassVar[int]
@@ -105,6 +109,7 @@ class InMemoryImageDataModule(LightningDataModule):
         synthetic_dir: str | Path | None = None,
         predict_files: str | Path | list[str] | None = None,
         return_indices: bool = False,
+        return_views: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -129,10 +134,14 @@ class InMemoryImageDataModule(LightningDataModule):
         self.synthetic_dir = Path(synthetic_dir).expanduser() if synthetic_dir is not None else None
         self.predict_files = predict_files
         self.return_indices = return_indices
+        self.return_views = return_views
         self.predict_set: LabelledImages | None = None
         self.predict_names: list[str] = []  # a name per predicted image: its file, or test[<index>]
         self.predict_targets: Tensor | None = None  # the labels, when predicting on the test split
         self.train_set: LabelledImages | None = None
+        #: each training image's index in the training split as loaded (synthetic images after the real ones)
+        self.train_sources: Tensor | None = None
+        self.num_sources = 0  # images in the training split as loaded, plus the synthetic ones
         self.val_set: LabelledImages | None = None
         self.test_set: LabelledImages | None = None
         self._train_sampler: ShardedBatchSampler | None = None
@@ -157,10 +166,12 @@ class InMemoryImageDataModule(LightningDataModule):
         """Load the splits needed for ``stage`` into memory (once), check them and store them in a stratified order."""
         if stage in ("fit", "validate", None) and self.train_set is None:
             train = self._checked(self.load_split("train"), "train")
+            sources = torch.arange(len(train.targets))
+            self.num_sources = len(sources)
             if self.train_fraction is not None:
                 stratified = self.task == "classification"
                 kept = fraction_indices(train.targets, self.train_fraction, self.data_seed, stratified)
-                train = LabelledImages(train.images[kept], train.targets[kept])
+                train, sources = LabelledImages(train.images[kept], train.targets[kept]), sources[kept]
             order = stratified_order(strata(train.targets), self.data_seed)
             num_val = self._num_val(len(order))
             val_index, train_index = order[:num_val], order[num_val:]
@@ -168,12 +179,15 @@ class InMemoryImageDataModule(LightningDataModule):
                 self.val_set = LabelledImages(train.images[val_index], train.targets[val_index])
             if self.subset_size is not None:
                 train_index = train_index[: self.subset_size]
-            train = LabelledImages(train.images[train_index], train.targets[train_index])
+            train, sources = LabelledImages(train.images[train_index], train.targets[train_index]), sources[train_index]
             if self.synthetic_dir is not None:  # appended, then stored in a stratified order like the rest
+                real = len(train.targets)
                 train = self._with_synthetic(train)
+                sources = torch.cat([sources, torch.arange(len(train.targets) - real) + self.num_sources])
+                self.num_sources += len(train.targets) - real
                 order = stratified_order(strata(train.targets), self.data_seed)
-                train = LabelledImages(train.images[order], train.targets[order])
-            self.train_set = train
+                train, sources = LabelledImages(train.images[order], train.targets[order]), sources[order]
+            self.train_set, self.train_sources = train, sources
         if self.test_set is None and (stage in ("test", None) or (self.val_set is None and stage != "predict")):
             self.test_set = self._evaluation_order(self._checked(self.load_split("test"), "test"))
         if self.val_set is None:
@@ -198,6 +212,22 @@ class InMemoryImageDataModule(LightningDataModule):
         """``split`` in the stratified order of ``order_seed``: every prefix is a fair sample of it."""
         order = stratified_order(strata(split.targets), self.order_seed)
         return LabelledImages(split.images[order], split.targets[order])
+
+    @property
+    def augmentation(self) -> CropFlip:
+        """The training augmentation, with its finite set of views (override to use another that declares them)."""
+        return CropFlip(self.crop_padding, self.horizontal_flip)
+
+    @property
+    def input_identity(self) -> dict[str, Any]:
+        """What decides a network's input besides the image and its view: the dataset, the shape, the normalisation."""
+        return {
+            "dataset": type(self).__name__,
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "augmentation": self.augmentation.identity,
+        }
 
     @property
     def overfitting(self) -> bool:
@@ -264,7 +294,8 @@ class InMemoryImageDataModule(LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
-        return InMemoryLoader(split.images, split.targets, sampler, return_indices=train and self.return_indices)
+        indices = train and (self.return_indices or self.return_views)
+        return InMemoryLoader(split.images, split.targets, sampler, return_indices=indices)
 
     def train_dataloader(self) -> InMemoryLoader:
         """Shuffled, sharded training batches of ``uint8`` images (augmented after the device transfer)."""
@@ -290,19 +321,26 @@ class InMemoryImageDataModule(LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
         """Augment (training only, not with ``overfit_batches``) and normalise a batch already on its device.
 
-        The images change; targets and any sample indices (``return_indices``) pass through as they are.
+        The images change; targets and any sample indices (``return_indices``) pass through as they are; with
+        ``return_views`` each image's view id follows them (the unaugmented view's with ``overfit_batches``).
         """
         images, *rest = batch
         if self.trainer is not None and self.trainer.training:
             epoch = self._train_sampler.epoch if self._train_sampler is not None else 0
             if self._consumed["epoch"] != epoch:
                 self._consumed = {"epoch": epoch, "batches": 0}
-            if not self.overfitting:
+            augmentation = self.augmentation
+            if self.overfitting:
+                views = torch.full((len(images),), augmentation.identity_view, device=images.device)
+            else:
                 rank, world_size = self._rank_and_world()
                 batch_index = self._consumed["batches"]
                 seed = batch_seed(self.data_seed, epoch, batch_index, rank, world_size)
                 generator = torch.Generator(device=images.device).manual_seed(seed)
-                images = random_crop_flip(images, self.crop_padding, self.horizontal_flip, generator)
+                views = augmentation.draw(len(images), generator, images.device)
+                images = augmentation.apply(images, views)
+            if self.return_views:
+                rest.append(views)
             self._consumed["batches"] += 1
         return (normalize(images, self.mean, self.std), *rest)
 

@@ -10,9 +10,11 @@ A method subclasses :class:`StudentModule` (or :class:`DistillationModule`) and 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -22,6 +24,7 @@ from lit_kd.checkpointing import refuse_trust_setting
 from lit_kd.models.normalization import convert_inputs_for_networks
 from lit_kd.models.probe import probe
 from lit_kd.runtime.manual import step_schedulers
+from lit_kd.runtime.memo import MEMO_DTYPES, TeacherMemo, describe, memoised_outputs, open_teacher_memo
 from lit_kd.runtime.module import RuntimeModule
 from lit_kd.runtime.optimization import default_optimizer, override_learning_rate, with_lr_schedule
 from lit_kd.runtime.speed import use_channels_last_where_safe
@@ -329,9 +332,19 @@ class DistillationModule(StudentModule):
             feature maps for the losses) under autocast in that precision, e.g. on a GPU; ``"32"`` (default) in the
             trainer's precision. Passes that back-propagate through the teacher's input (BSS's attack, DFAD's
             generator step, AMA's adapted teacher) always use the trainer's precision.
+        teacher_memo: a file memoising the teacher's logits per (training sample, augmentation view), exact
+            (:mod:`lit_kd.runtime.memo`): each is computed on first use and read back afterwards, in this run and in
+            later runs with the same teacher and data (other seeds, methods, settings); ``lit-kd teacher-memo``
+            fills it beforehand. Only for methods whose teacher reads only clean training images' logits
+            (:attr:`memoizes_teacher_logits`) and lit-kd DataModules. ``None`` (default) recomputes the teacher.
+        teacher_memo_dtype: the memo's storage: ``"float32"`` (the logits exactly) or ``"float16"`` (half the size).
         **kwargs: ``num_classes``, ``optimizer``, ``lr_scheduler``, ``channels_last``, ``compile_student``: see
             :class:`StudentModule`.
     """
+
+    #: Whether :meth:`teacher_logits` on a training batch's images is all this method asks of the teacher there
+    #: (so ``teacher_memo`` can serve it): the logit methods say so; feature methods and generated inputs do not.
+    memoizes_teacher_logits: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -342,14 +355,78 @@ class DistillationModule(StudentModule):
         fast_teacher: bool = True,
         compile_teacher: bool = False,
         teacher_precision: TeacherPrecision = "32",
+        teacher_memo: str | Path | None = None,
+        teacher_memo_dtype: str = "float32",
         **kwargs: Any,
     ) -> None:
         refuse_trust_setting(kwargs)
+        if teacher_memo is not None and not self.memoizes_teacher_logits:
+            raise ValueError(
+                f"{type(self).__name__} cannot use teacher_memo: its teacher sees more than the training images' "
+                "logits (memoised methods: HintonKD, DecoupledKD, DISTDistillation, BSSDistillation, "
+                "EnsembleDistillation, SelfDistillation)"
+            )
+        if teacher_memo_dtype not in MEMO_DTYPES:
+            raise ValueError(f"teacher_memo_dtype must be one of {sorted(MEMO_DTYPES)}, got {teacher_memo_dtype!r}")
         super().__init__(student=student, **kwargs)
         runner = TeacherRunner(teacher, fast_teacher, compile_teacher, teacher_precision, share=(self,))
         self.teacher = load_teacher(teacher, teacher_checkpoint, type(self).__name__)
         self.save_teacher = save_teacher
         self.teacher_runner = runner
+        if teacher_memo is not None:  # a Path in the hyperparameters would not load with weights_only
+            teacher_memo = self.hparams["teacher_memo"] = str(teacher_memo)
+        self.teacher_memo_path, self.teacher_memo_dtype = teacher_memo, teacher_memo_dtype
+        self.teacher_memo: TeacherMemo | None = None  # opened at setup for fit
+        self._memo_batch: tuple[Tensor, Tensor, Tensor] | None = None  # (images, samples, views) of this step
+
+    def setup(self, stage: str) -> None:
+        """The base's setup; for ``fit`` with ``teacher_memo``, open the memo and ask the DataModule for view ids."""
+        super().setup(stage)
+        if stage == "fit" and self.teacher_memo_path is not None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            self.teacher_memo = self.open_teacher_memo(datamodule, str(self.trainer.precision))
+            datamodule.return_views = True
+
+    def open_teacher_memo(self, datamodule: Any, trainer_precision: str) -> TeacherMemo:
+        """Open ``teacher_memo`` for this teacher, as it runs here (in ``trainer_precision``), on ``datamodule``."""
+        runner = self.teacher_runner
+        teacher_run = {
+            "precision": runner.precision,
+            "trainer_precision": trainer_precision,
+            "fast": runner.fast,
+            "channels_last": self.channels_last,
+        }
+        memo = open_teacher_memo(
+            self.teacher_memo_path, self.teacher, teacher_run, datamodule, self.num_classes, self.teacher_memo_dtype
+        )
+        rank_zero_info(describe(memo))
+        return memo
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """The base's step; a batch ``(images, targets, indices, views)`` keys the teacher memo's entries."""
+        images, targets, *keys = batch
+        if self.teacher_memo is not None and len(keys) == 2:
+            sources = self.trainer.datamodule.train_sources
+            self._memo_batch = (images, sources[keys[0].cpu()], keys[1])
+        try:
+            return super().training_step((images, targets), batch_idx)
+        finally:
+            self._memo_batch = None
+
+    def on_train_epoch_end(self) -> None:
+        """The base's hook; then save the teacher memo's new entries (every process's, under DDP)."""
+        super().on_train_epoch_end()
+        memo = self.teacher_memo
+        if memo is None:
+            return
+        if self.trainer.world_size > 1:
+            strategy = self.trainer.strategy
+            memo.share_new_entries(
+                lambda tensor: tensor.copy_(strategy.reduce(tensor.to(self.device), reduce_op="sum").cpu())
+            )
+        if self.trainer.is_global_zero:
+            memo.save()
+        memo.new.zero_()
 
     @property
     def frozen_teacher(self) -> nn.Module:
@@ -383,7 +460,15 @@ class DistillationModule(StudentModule):
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     def teacher_logits(self, images: Tensor) -> Tensor:
-        """Teacher logits without a graph: the inference copy under ``torch.inference_mode`` (``teacher_precision``)."""
+        """Teacher logits without a graph: the inference copy under ``torch.inference_mode`` (``teacher_precision``).
+
+        On the images of a training batch keyed for ``teacher_memo``, the memo's entries
+        (:func:`~lit_kd.runtime.memo.memoised_outputs`: computed only where not stored).
+        """
+        if self._memo_batch is not None and images is self._memo_batch[0]:
+            _, samples, views = self._memo_batch
+            compute = lambda batch: self.teacher_forward(self.frozen_teacher, batch)  # noqa: E731
+            return memoised_outputs(self.teacher_memo, samples, views, images, compute)
         return self.teacher_forward(self.frozen_teacher, images)
 
     def teacher_forward(self, network: Any, images: Tensor) -> Any:

@@ -34,6 +34,8 @@ class BSSDistillation(DistillationModule):
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
 
+    memoizes_teacher_logits = True  # its teacher reads only the training images' logits
+
     def __init__(
         self, student: nn.Module, teacher: nn.Module, temperature: float = 3.0, standardize: bool = False, **kwargs: Any
     ) -> None:

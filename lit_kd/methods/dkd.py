@@ -42,6 +42,8 @@ class DecoupledKD(DistillationModule):
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
 
+    memoizes_teacher_logits = True  # its teacher reads only the training images' logits
+
     def __init__(
         self,
         student: nn.Module,

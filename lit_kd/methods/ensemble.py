@@ -86,6 +86,8 @@ class EnsembleDistillation(DistillationModule):
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
 
+    memoizes_teacher_logits = True  # its teacher reads only the training images' logits
+
     hparams_ignore = (*DistillationModule.hparams_ignore, "teachers")
 
     def __init__(
