@@ -90,6 +90,21 @@ CRD_SETTINGS = [
     ("model.init_args.momentum", 0.5, f"{REPD}:85 (--nce_m)"),
     ("model.init_args.temperature", 4.0, f"{REPD}:78 (--kd_T, for CRD+KD)"),
 ]
+COMPOSED_DKD_LS_SETTINGS = [
+    ("model.init_args.terms[CrossEntropyTerm].weight", 1.0, f"{MDISTILLER} mdistiller/engine/cfg.py:163"),
+    ("model.init_args.terms[DKDTerm].standardize", True, f"{LOGIT_STAND} tools/train.py:102, 110-111"),
+    ("model.init_args.terms[DKDTerm].alpha", 9.0, f"{LOGIT_STAND} tools/train.py:116 (DKD alpha 1 x 9)"),
+    ("model.init_args.terms[DKDTerm].beta", 18.0, f"{LOGIT_STAND} tools/train.py:117 (res56 -> res20 beta 2 x 9)"),
+    ("model.init_args.terms[DKDTerm].temperature", 2.0, f"{LOGIT_STAND} tools/train.py:118"),
+    ("model.init_args.terms[DKDTerm].warmup_epochs", 20, f"{MDISTILLER} mdistiller/engine/cfg.py:167"),
+]
+COMPOSED_KD_AT_SETTINGS = [
+    ("model.init_args.terms[CrossEntropyTerm].weight", 0.1, "RepDistiller scripts/run_cifar_distill.sh:5 (-r 0.1)"),
+    ("model.init_args.terms[KDTerm].weight", 0.9, "RepDistiller scripts/run_cifar_distill.sh:5 (-a 0.9)"),
+    ("model.init_args.terms[KDTerm].temperature", 4.0, f"{REPD}:78 (--kd_T)"),
+    ("model.init_args.terms[AttentionTerm].weight", 1000.0, "attention-transfer README.md:68 (--beta 1e+3)"),
+    ("model.init_args.terms[AttentionTerm].p", 2.0, "szagoruyko/attention-transfer utils.py:19"),
+]
 DFAD_SETTINGS = [
     ("data.init_args.latent_dim", 256, f"{DFAD}:114"),
     ("data.init_args.batches_per_epoch", 300, f"{DFAD}:93 (50 iterations) x :24 (5 student + 1 generator steps)"),
@@ -208,6 +223,12 @@ TABLE: list[tuple[str, str, Any, str]] = [
     *[(f"{d}/dist_resnet56_resnet20.yaml", *row) for d in ("cifar10", "tiny_imagenet") for row in DIST_SETTINGS],
     *[("cifar10/kd_ls_resnet56_resnet20.yaml", *row) for row in LOGIT_STAND_KD_SETTINGS],
     *[(f"{d}/crd_resnet56_resnet20.yaml", *row) for d in ("cifar10", "tiny_imagenet") for row in CRD_SETTINGS],
+    *[("cifar10/composed_dkd_ls_resnet56_resnet20.yaml", *row) for row in COMPOSED_DKD_LS_SETTINGS],
+    *[
+        (f"{d}/composed_kd_at_resnet56_resnet20.yaml", *row)
+        for d in ("cifar10", "tiny_imagenet")
+        for row in COMPOSED_KD_AT_SETTINGS
+    ],
 ]
 
 
