@@ -36,6 +36,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 import warnings
@@ -55,8 +56,11 @@ from lit_kd.methods import (
     AttentionTransfer,
     BSSDistillation,
     ConditionalGAN,
+    ContrastiveRepresentationDistillation,
     DataFreeAdversarialDistillation,
+    DecoupledKD,
     DeepMutualLearning,
+    DISTDistillation,
     EnsembleDistillation,
     FitNets,
     HintonKD,
@@ -136,6 +140,12 @@ class Runner:
     def teacher_kwargs(self) -> dict[str, Any]:
         return {"teacher_checkpoint": self.args.teacher_checkpoint} if self.args.teacher_checkpoint else {}
 
+    def memo_kwargs(self) -> dict[str, Any]:
+        """The adapted teacher's memo, for the rows that only read its logits (one file for every seed and row)."""
+        if self.args.no_teacher_memo:
+            return {}
+        return {"teacher_memo": str(self.args.output_dir / "teacher_memo_adapted_resnet56.safetensors")}
+
     def record(self, name: str, accuracy: float, seconds: float, **extra: Any) -> None:
         self.results[name] = {
             "acc": accuracy,
@@ -154,6 +164,13 @@ class Runner:
         if depth == 8:  # the born-again parent of this seed
             self.parent = Path(tempfile.mkdtemp()) / "parent.pt"
             torch.save(module.student.state_dict(), self.parent)
+
+    def plateau_probe(self) -> None:
+        """The vanilla ResNet-8 at 1.5x the epochs (the same schedule, stretched): plateau if < 1 point higher."""
+        epochs = round(1.5 * self.args.epochs)
+        module = self.seeded(lambda: SupervisedModule(create_model("resnet8", num_classes=10)))
+        metrics, seconds = self.fit_test(module, "vanilla ResNet-8, 1.5x epochs", role="probe", epochs=epochs)
+        self.record(PLATEAU_ROW, metrics["test/acc"], seconds, epochs=epochs)
 
     def teacher_accuracy(self) -> None:
         module = SupervisedModule(self.adapted_teacher())
@@ -268,18 +285,31 @@ class Runner:
 
 
 def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
-    """The rows, in the order they run; baselines first (later rows read them)."""
-    teacher = runner.teacher_kwargs()
+    """The rows, in the order they run: baselines first (later rows read them), then the rows most users read."""
+    teacher, memo = runner.teacher_kwargs(), runner.memo_kwargs()
     online_pair, online_three = (8, 14), (8, 14, 20)
     return {
         "vanilla ResNet-8": lambda: runner.vanilla(8),
+        PLATEAU_ROW: runner.plateau_probe,
         "vanilla ResNet-14": lambda: runner.vanilla(14),
         "vanilla ResNet-20": lambda: runner.vanilla(20),
         "teacher (adapted ResNet-56)": runner.teacher_accuracy,
-        "Hinton KD": lambda: runner.distill("Hinton KD", lambda s, t: HintonKD(s, t, **teacher)),
-        "BSS": lambda: runner.distill("BSS", lambda s, t: BSSDistillation(s, t, **teacher), (BoundarySampleMining(),)),
+        "Hinton KD": lambda: runner.distill("Hinton KD", lambda s, t: HintonKD(s, t, **teacher, **memo)),
+        "BSS": lambda: runner.distill(
+            "BSS", lambda s, t: BSSDistillation(s, t, **teacher, **memo), (BoundarySampleMining(),)
+        ),
         "FitNets": lambda: runner.distill("FitNets", lambda s, t: FitNets(s, t, **teacher)),
         "AT": lambda: runner.distill("AT", lambda s, t: AttentionTransfer(s, t, **teacher)),
+        "DKD": lambda: runner.distill("DKD", lambda s, t: DecoupledKD(s, t, **teacher, **memo)),
+        "DIST": lambda: runner.distill("DIST", lambda s, t: DISTDistillation(s, t, **teacher, **memo)),
+        # logit standardisation's official CIFAR settings (lit_kd/methods/hinton.py's docstring cites them)
+        "KD + LS": lambda: runner.distill(
+            "KD + LS",
+            lambda s, t: HintonKD(
+                s, t, temperature=2.0, standardize=True, ce_weight=0.1, kd_weight=9.0, **teacher, **memo
+            ),
+        ),
+        "CRD": lambda: runner.distill("CRD", lambda s, t: ContrastiveRepresentationDistillation(s, t, **teacher)),
         "AMA": lambda: runner.distill("AMA", lambda s, t: ActivationMapAdaptation(s, t, **teacher)),
         "ensemble distillation": runner.ensemble,
         "self-distillation (born-again, 1 generation)": runner.self_distillation,
@@ -304,6 +334,10 @@ TABLE_ROWS = [
     ("BSS", "BSS", "vanilla ResNet-8"),
     ("FitNets", "FitNets", "vanilla ResNet-8"),
     ("AT", "AT", "vanilla ResNet-8"),
+    ("DKD", "DKD", "vanilla ResNet-8"),
+    ("DIST", "DIST", "vanilla ResNet-8"),
+    ("KD + logit standardisation", "KD + LS", "vanilla ResNet-8"),
+    ("CRD", "CRD", "vanilla ResNet-8"),
     ("AMA", "AMA", "vanilla ResNet-8"),
     ("ensemble distillation (4 pretrained ResNets)", "ensemble distillation", "vanilla ResNet-8"),
     ("self-distillation, 1 born-again generation", "self-distillation (born-again, 1 generation)", "vanilla ResNet-8"),
@@ -320,6 +354,65 @@ TABLE_ROWS = [
     ("DFAD (no real training image)", "DFAD (no real training image)", "DFAD untrained student"),
     ("cGAN-KD, 10% labels: real + synthetic", "cGAN-KD, 10% labels, real + synthetic", "KD, 10% labels, real only"),
 ]
+
+
+#: the plateau probe's row: run for the first seed only
+PLATEAU_ROW = "vanilla ResNet-8 at 1.5x the epochs"
+
+#: each row's claim in its paper: (claim, result key of the better side, of the other side); checked on this table
+CLAIMS = {
+    "Hinton KD": ("KD > vanilla (Hinton et al. 2015)", "Hinton KD", "vanilla ResNet-8"),
+    "BSS": ("BSS > KD (Heo et al. 2019, Table 2)", "BSS", "Hinton KD"),
+    "FitNets": ("FitNets > vanilla (Romero et al. 2015)", "FitNets", "vanilla ResNet-8"),
+    "AT": ("AT > vanilla (Zagoruyko & Komodakis 2017)", "AT", "vanilla ResNet-8"),
+    "DKD": ("DKD > KD (Zhao et al. 2022)", "DKD", "Hinton KD"),
+    "DIST": ("DIST > KD (Huang et al. 2022)", "DIST", "Hinton KD"),
+    "KD + LS": ("KD + LS > KD (Sun et al. 2024)", "KD + LS", "Hinton KD"),
+    "CRD": ("CRD > KD (Tian et al. 2020)", "CRD", "Hinton KD"),
+    "AMA": ("AMA > vanilla (Wu et al. 2020)", "AMA", "vanilla ResNet-8"),
+    "ensemble distillation": ("ensemble KD > vanilla", "ensemble distillation", "vanilla ResNet-8"),
+    "self-distillation (born-again, 1 generation)": (
+        "born-again > its parent (Furlanello et al. 2018)",
+        "self-distillation (born-again, 1 generation)",
+        "vanilla ResNet-8",
+    ),
+    "DML": ("DML > alone (Zhang et al. 2018)", "DML/ResNet-8", "vanilla ResNet-8"),
+    "AFD (alternating updates)": (
+        "AFD > DML (Chung et al. 2020)",
+        "AFD (alternating updates)/ResNet-8",
+        "DML/ResNet-8",
+    ),
+    "AFD (joint update)": ("AFD > DML (Chung et al. 2020)", "AFD (joint update)/ResNet-8", "DML/ResNet-8"),
+    "AFD, cycle of 3": ("AFD > DML (Chung et al. 2020)", "AFD, cycle of 3/ResNet-8", "DML/ResNet-8"),
+    "cGAN-KD, 10% labels, real + synthetic": (
+        "real + synthetic > real only (Ding et al. 2021)",
+        "cGAN-KD, 10% labels, real + synthetic",
+        "KD, 10% labels, real only",
+    ),
+}
+
+
+def paired_interval(results: dict[str, dict[str, Any]], key: str, baseline: str) -> tuple[list[float], float, float]:
+    """Per-seed differences (points) of ``key`` over ``baseline``, their mean and the 95% half-width (Student's t)."""
+    pairs = [(accuracy_of(results[s], key), accuracy_of(results[s], baseline)) for s in sorted(results)]
+    differences = [100 * (a - b) for a, b in pairs if a is not None and b is not None]
+    if not differences:
+        return [], float("nan"), float("nan")
+    n = len(differences)
+    half_width = T_975.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n) if n > 1 else float("nan")
+    return differences, statistics.mean(differences), half_width
+
+
+def agreement(results: dict[str, dict[str, Any]], result_key: str) -> tuple[str, str]:
+    """The paper's claim for a row and whether this table agrees: yes, no, or not shown (the interval holds 0)."""
+    if result_key not in CLAIMS:
+        return "", ""
+    claim, better, other = CLAIMS[result_key]
+    differences, mean, half_width = paired_interval(results, better, other)
+    if len(differences) < 2:
+        return claim, "not measured" if not differences else f"{mean:+.2f} (1 seed)"
+    verdict = "yes" if mean - half_width > 0 else "no" if mean + half_width < 0 else "not shown"
+    return claim, f"{verdict} ({mean:+.2f} [{mean - half_width:+.2f}, {mean + half_width:+.2f}])"
 
 
 def accuracy_of(result: dict[str, Any], key: str) -> float | None:
@@ -366,11 +459,10 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if not pairs:
             continue
         method, base = [100 * a for a, _ in pairs], [100 * b for _, b in pairs]
-        differences = [a - b for a, b in zip(method, base, strict=True)]
+        differences, mean_difference, half_width = paired_interval(results, key, baseline)
         n = len(differences)
-        mean_difference = statistics.mean(differences)
-        half_width = T_975.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n) if n > 1 else float("nan")
         result_key = key.split("/")[0]
+        claim, agrees = agreement(results, result_key if "/" not in key or key.endswith("ResNet-8") else "")
         seconds = [results[s][result_key]["seconds"] for s in seeds if result_key in results[s]]
         low, high = mean_difference - half_width, mean_difference + half_width
         rows.append(
@@ -385,6 +477,8 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": n,
                 "time per run (s)": statistics.mean(seconds) if seconds else float("nan"),
                 "per seed": ", ".join(f"{a:.2f}" for a in method),
+                "paper's claim": claim,
+                "this table agrees": agrees,
                 "notes": notes(results, seeds, result_key),
             }
         )
@@ -404,6 +498,29 @@ def save_seed(partial: Path, settings: dict[str, str], seed: str, rows: dict[str
         results[seed] = rows
         partial.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
     return results
+
+
+def commit_partial(partial: Path, message: str) -> None:
+    """Commit the partial results file alone (other staged or unstaged changes stay as they are)."""
+    folder = partial.parent
+    subprocess.run(["git", "add", partial.name], cwd=folder, check=False)
+    done = subprocess.run(["git", "commit", "-q", "-m", message, "--", partial.name], cwd=folder, check=False)
+    if done.returncode != 0:  # e.g. another git command held the index: the next row's commit carries this one
+        print(f"could not commit {partial} now (git exit status {done.returncode})", flush=True)
+
+
+def plateau_note(results: dict[str, dict[str, Any]], settings: dict[str, str]) -> str:
+    """The plateau check: the vanilla ResNet-8 at the budget and at 1.5x its epochs, on the same seed."""
+    for seed, rows in sorted(results.items()):
+        if PLATEAU_ROW in rows and "vanilla ResNet-8" in rows:
+            base, stretched = 100 * rows["vanilla ResNet-8"]["acc"], 100 * rows[PLATEAU_ROW]["acc"]
+            verdict = "plateaued" if stretched - base < 1 else "NOT plateaued"
+            return (
+                f" Plateau check (seed {seed}): the vanilla ResNet-8 reaches {base:.2f}% at {settings['epochs']} "
+                f"epochs and {stretched:.2f}% at {rows[PLATEAU_ROW]['epochs']} (the same schedule, stretched): "
+                f"{stretched - base:+.2f} points, {verdict} (< 1 point)."
+            )
+    return ""
 
 
 def main() -> None:
@@ -429,14 +546,27 @@ def main() -> None:
     parser.add_argument("--wandb-project", default="lit-kd-gains")
     parser.add_argument("--name", default="gains", help="results file name (benchmarks/results/<name>.json)")
     parser.add_argument("--summarize-only", action="store_true", help="run nothing: tabulate the partial results")
+    parser.add_argument(
+        "--partial-dir",
+        type=Path,
+        default=Path(__file__).parent / "results",
+        help="where the partial results live (default benchmarks/results, so that commits carry them)",
+    )
+    parser.add_argument("--commit", action="store_true", help="git-commit the partial results after every row")
+    parser.add_argument(
+        "--no-teacher-memo",
+        action="store_true",
+        help="recompute the teacher for every row (default: the logit rows share one teacher memo in --output-dir)",
+    )
     args = parser.parse_args()
     quiet_benchmark(args.threads)
     warnings.filterwarnings("ignore")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     # what the numbers depend on; the threads only change the times, which each row records with its threads
-    ignored = ("rows", "seeds", "wandb", "output_dir", "threads", "summarize_only")
+    ignored = ("rows", "seeds", "wandb", "output_dir", "threads", "summarize_only", "partial_dir", "commit")
+    ignored += ("no_teacher_memo",)  # the memo gives the same teacher logits: float32, the same batches
     settings = {k: str(v) for k, v in vars(args).items() if k not in ignored}
-    partial = args.output_dir / f"{args.name}.partial.json"
+    partial = args.partial_dir / f"{args.name}.partial.json"
     results: dict[str, dict[str, Any]] = {}
     if partial.is_file() and not args.summarize_only and json.loads(partial.read_text()).get("settings") != settings:
         kept = partial.with_name(f"{partial.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
@@ -451,10 +581,14 @@ def main() -> None:
         for name, run in teacher_rows(runner).items():
             if (args.rows and name not in args.rows) or name in runner.results:
                 continue
+            if name == PLATEAU_ROW and seed != args.seeds[0]:
+                continue
             if name == "self-distillation (born-again, 1 generation)" and not hasattr(runner, "parent"):
                 runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
             run()
             results = save_seed(partial, settings, str(seed), runner.results)
+            if args.commit:
+                commit_partial(partial, f"gains {args.name}: seed {seed}, {name} ({len(runner.results)} rows)")
     rows = summary(results)
     table = markdown_table(rows) + (
         f"\n\nCIFAR-10 JPEG export (not comparable with published CIFAR-10 tables), {settings['subset']} "
@@ -462,7 +596,8 @@ def main() -> None:
         f"epochs of {settings['dfad_batches_per_epoch']} steps; cGAN: {settings['gan_steps']} GAN updates), batch 128, "
         f"seeds {sorted(results)} (each seeds the run and the data); accuracy of the last weights on the full test "
         "split; gain = paired difference to the baseline of the same seed, 95% interval from Student's t; 'gain shown' "
-        "= the interval lies above 0."
+        "= the interval lies above 0; 'this table agrees' = the paired interval of the paper's comparison lies on "
+        "its side of 0 (yes), on the other (no), or holds 0 (not shown)." + plateau_note(results, settings)
     )
     write_results(args.name, {"settings": settings, "seeds": sorted(results), "results": results, "rows": rows}, table)
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lit_kd.models import create_model
 from tests.support.paths import BENCHMARKS
@@ -22,8 +23,15 @@ def gains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
     module = importlib.import_module("gains")
     monkeypatch.setattr(module, "write_results", common.write_results)
-    monkeypatch.setattr(module.Runner, "teacher", lambda self, name="cifar10_resnet56": create_model("resnet14", 10))
+    monkeypatch.setattr(module.Runner, "teacher", lambda self, name="cifar10_resnet56": fixed_teacher())
     return module
+
+
+def fixed_teacher() -> torch.nn.Module:
+    """The same ResNet-14 every time (as the pretrained teacher is), whatever the global random state."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return create_model("resnet14", 10)
 
 
 def run(gains, monkeypatch: pytest.MonkeyPatch, cifar_folder: Path, tmp_path: Path, *extra: str) -> dict:
@@ -42,6 +50,8 @@ def run(gains, monkeypatch: pytest.MonkeyPatch, cifar_folder: Path, tmp_path: Pa
         "vanilla ResNet-8",
         "Hinton KD",
         "--output-dir",
+        str(tmp_path / "out"),
+        "--partial-dir",
         str(tmp_path / "out"),
         "--cache-dir",
         str(tmp_path / "cache"),
@@ -109,3 +119,19 @@ def test_wandb_logs_every_run_grouped_by_method_and_tagged(
         ("Hinton KD", ("method", "seed=0")),
         ("Hinton KD", ("method", "seed=1")),
     }
+
+
+def test_each_claim_is_checked_on_its_own_pair_and_the_plateau_is_stated(gains) -> None:
+    def seeds(bss: list[float]) -> dict:
+        return {
+            str(seed): {"Hinton KD": {"acc": 0.50}, "BSS": {"acc": 0.50 + gain / 100}, "vanilla ResNet-8": {"acc": 0.4}}
+            for seed, gain in enumerate(bss)
+        }
+
+    claim, verdict = gains.agreement(seeds([2.0, 2.1, 1.9]), "BSS")  # BSS against KD, not against vanilla
+    assert claim.startswith("BSS > KD") and verdict == "yes (+2.00 [+1.75, +2.25])"  # t(2) 4.303 x 0.1 / sqrt(3)
+    assert gains.agreement(seeds([1.0, 2.0, 3.0]), "BSS")[1] == "not shown (+2.00 [-0.48, +4.48])"
+    assert gains.agreement(seeds([-2.0, -2.1, -1.9]), "BSS")[1].startswith("no (-2.00")
+    results = {"0": {"vanilla ResNet-8": {"acc": 0.600}, gains.PLATEAU_ROW: {"acc": 0.612, "epochs": 45}}}
+    note = gains.plateau_note(results, {"epochs": "30"})
+    assert "60.00% at 30 epochs and 61.20% at 45" in note and "+1.20 points, NOT plateaued" in note
