@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -57,6 +58,19 @@ class IterationTimer(pl.Callback):
 def load_average() -> float:
     """The 1-minute load average (how many processes wanted the CPU), to flag measurements that shared it."""
     return os.getloadavg()[0]
+
+
+def busy_seconds() -> float:
+    """CPU seconds every process of this machine has used since boot (``/proc/stat``: all but idle and iowait)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    """CPU seconds this process has used (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def quiet_trainer(**kwargs: Any) -> pl.Trainer:

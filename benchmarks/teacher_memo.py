@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -31,24 +30,19 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
+from common import (
+    busy_seconds,
+    load_average,
+    markdown_table,
+    own_seconds,
+    quiet_benchmark,
+    quiet_trainer,
+    write_results,
+)
 
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.methods import HintonKD, SupervisedModule
 from lit_kd.models import PretrainedNetwork, create_model
-
-
-def busy_seconds() -> float:
-    """CPU seconds every process of this machine has used since boot (``/proc/stat``: all but idle and iowait)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def own_seconds() -> float:
-    """CPU seconds this process has used (all its threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def fit(args: argparse.Namespace, arm: str, run: int, memo: Path) -> dict[str, Any]:
