@@ -539,7 +539,7 @@ def main() -> None:
     parser.add_argument("--gan-channels", type=int, default=32)
     parser.add_argument("--gan-per-label", type=int, default=1000, help="samples generated per class before filtering")
     parser.add_argument("--gan-max-per-label", type=int, default=500, help="synthetic images kept per class at most")
-    parser.add_argument("--rows", nargs="+", default=None, help="run only these rows (default: all)")
+    parser.add_argument("--rows", nargs="+", default=None, help="run only these rows, in this order (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/gains"))
     parser.add_argument("--wandb", action="store_true", help="log every run to one W&B project")
@@ -575,17 +575,19 @@ def main() -> None:
     if partial.is_file():
         results = json.loads(partial.read_text())["results"]  # resume a run that stopped: skip the rows it has
         settings = json.loads(partial.read_text())["settings"] if args.summarize_only else settings
-    for seed in [] if args.summarize_only else args.seeds:
-        runner = Runner(args, seed)
+    # row by row, every seed of a row before the next row (the rows most users read first: --rows in its order)
+    runners = {seed: Runner(args, seed) for seed in ([] if args.summarize_only else args.seeds)}
+    for seed, runner in runners.items():
         runner.results = results.setdefault(str(seed), {})
-        for name, run in teacher_rows(runner).items():
-            if (args.rows and name not in args.rows) or name in runner.results:
-                continue
-            if name == PLATEAU_ROW and seed != args.seeds[0]:
+    order = list(teacher_rows(Runner(args, 0)))
+    order = [name for name in args.rows if name in order] if args.rows else order
+    for name in order:
+        for seed, runner in runners.items():
+            if name in runner.results or (name == PLATEAU_ROW and seed != args.seeds[0]):
                 continue
             if name == "self-distillation (born-again, 1 generation)" and not hasattr(runner, "parent"):
                 runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
-            run()
+            teacher_rows(runner)[name]()
             results = save_seed(partial, settings, str(seed), runner.results)
             if args.commit:
                 commit_partial(partial, f"gains {args.name}: seed {seed}, {name} ({len(runner.results)} rows)")

@@ -6,7 +6,8 @@ split with its last weights (no checkpoint is chosen on test data), and one tabl
 ``scripts/quickstart.sh`` (README command 1); ``python scripts/quickstart.py --help`` lists the options.
 
 It prints its steps as it goes (decoding the images, testing the teacher, training each student) and one line per
-training epoch (:class:`EpochProgress`), flushed, so the progress shows when the output is piped or logged.
+training epoch (:class:`lit_kd.callbacks.EpochProgress`), flushed, so the progress shows when the output is piped or
+logged.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 
@@ -26,48 +26,6 @@ STEPS = 4
 def say(text: str) -> None:
     """Print one line at once (flushed: the output may be a pipe)."""
     print(text, flush=True)
-
-
-class EpochProgress(pl.Callback):
-    """One line per training epoch: its number, the mean training loss, the validation accuracy and the seconds.
-
-    ``  epoch 2/6: train loss 1.624, val acc 41.20%, 27 s (54 s in all)``. The loss is the mean of the losses the
-    training steps returned; the validation accuracy is ``val/acc`` when a validation ran in the epoch.
-    """
-
-    def __init__(self) -> None:
-        self.fit_start = self.epoch_start = 0.0
-        self.loss_sum, self.steps = 0.0, 0
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Start the clock of the whole fit."""
-        self.fit_start = time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Start the epoch's clock and loss mean."""
-        self.epoch_start = time.perf_counter()
-        self.loss_sum, self.steps = 0.0, 0
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        """Add the step's loss to the epoch's mean."""
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self.loss_sum += float(loss)
-            self.steps += 1
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Print the epoch's line (Lightning has run the epoch's validation by now)."""
-        now = time.perf_counter()
-        parts = [f"  epoch {trainer.current_epoch + 1}/{trainer.max_epochs}:"]
-        if self.steps:
-            parts.append(f"train loss {self.loss_sum / self.steps:.3f},")
-        accuracy = trainer.callback_metrics.get("val/acc")
-        if accuracy is not None:
-            parts.append(f"val acc {100 * float(accuracy):.2f}%,")
-        parts.append(f"{now - self.epoch_start:.0f} s ({now - self.fit_start:.0f} s in all)")
-        say(" ".join(parts))
 
 
 def decode_images(data_dir: str) -> None:
@@ -93,6 +51,8 @@ def fit_and_test(recipe: str, common: list[str]) -> tuple[float, float]:
     from lit_kd.lightning_cli import LitKDCLI
 
     cli = LitKDCLI(args=["--config", str(REPOSITORY / "recipes" / "cifar10" / recipe), *common], run=False)
+    from lit_kd.callbacks import EpochProgress
+
     cli.trainer.callbacks.append(EpochProgress())
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)

@@ -9,6 +9,7 @@ from lit_kd.callbacks.dfad_gallery import DFADGallery
 from lit_kd.callbacks.discriminator_schedule import DiscriminatorUpdateSchedule
 from lit_kd.callbacks.generator_schedule import GeneratorUpdateSchedule
 from lit_kd.callbacks.predictions import PredictionWriter
+from lit_kd.callbacks.progress import EpochProgress
 
 __all__ = [
     "BoundarySampleGallery",
@@ -17,6 +18,7 @@ __all__ = [
     "CyclicPairSchedule",
     "DFADGallery",
     "DiscriminatorUpdateSchedule",
+    "EpochProgress",
     "GeneratorGallery",
     "GeneratorUpdateSchedule",
     "PredictionWriter",
