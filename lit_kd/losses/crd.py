@@ -25,7 +25,8 @@ Differences from the official code, all ours:
   diverge and be overwritten by rank 0's at each DDP forward (``broadcast_buffers``) and in the checkpoint. Each rank
   draws its own negatives. Where the gathered batch names a sample twice (``DistributedSampler`` pads with repeats),
   the first occurrence, in rank order, updates the bank.
-- Scores are computed in float32 with autocast off: ``exp(score / 0.07)`` reaches ``e^14`` and overflows float16.
+- Scores are computed in float32 at least (float64 in a double module), with autocast off: ``exp(score / 0.07)``
+  reaches ``e^14`` and overflows float16.
 """
 
 from __future__ import annotations
@@ -199,16 +200,17 @@ class ContrastMemory(nn.Module):
         (``crd/memory.py:49-57``); before that (e.g. a validation sanity check) each batch uses its own.
         """
         with torch.autocast(device_type=student_embedding.device.type, enabled=False):
-            student_anchor = self._exp_scores(self.teacher_bank, student_embedding.float(), contrast_indices)
-            teacher_anchor = self._exp_scores(self.student_bank, teacher_embedding.float(), contrast_indices)
+            student_anchor = self._exp_scores(self.teacher_bank, student_embedding, contrast_indices)
+            teacher_anchor = self._exp_scores(self.student_bank, teacher_embedding, contrast_indices)
             return ContrastScores(
                 student_anchor=student_anchor / self._normalizer("student_normalizer", student_anchor),
                 teacher_anchor=teacher_anchor / self._normalizer("teacher_normalizer", teacher_anchor),
             )
 
     def _exp_scores(self, bank: Tensor, embedding: Tensor, contrast_indices: Tensor) -> Tensor:
-        rows = bank[contrast_indices]  # [B, K + 1, D], no gradient: the bank is a buffer
-        return torch.exp(torch.bmm(rows, embedding.unsqueeze(2)).squeeze(2) / self.temperature)
+        dtype = torch.promote_types(bank.dtype, torch.float32)  # float32 at least (float16 overflows), float64 kept
+        rows = bank[contrast_indices].to(dtype)  # [B, K + 1, D], no gradient: the bank is a buffer
+        return torch.exp(torch.bmm(rows, embedding.to(dtype).unsqueeze(2)).squeeze(2) / self.temperature)
 
     def _normalizer(self, name: str, exp_scores: Tensor) -> Tensor:
         stored: Tensor = getattr(self, name)

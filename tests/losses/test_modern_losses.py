@@ -8,6 +8,7 @@ its equivalent ``reduction="sum"`` (the deprecated flag warns).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import socket
@@ -634,6 +635,19 @@ def test_crd_scores_stay_float32_under_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = crd(torch.randn(5, 6), torch.randn(5, 10), torch.arange(5))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_crd_runs_in_float64_and_equals_its_float32_loss() -> None:
+    # a double module (Trainer precision 64, the float64 step-parity check): the bank's dtype is kept, not cast down
+    torch.manual_seed(0)
+    single = CRDLoss(6, 10, num_samples=40, feature_dim=8, num_negatives=9)
+    double = copy.deepcopy(single).double()
+    student, teacher, indices = torch.randn(5, 6), torch.randn(5, 10), torch.arange(5)
+    contrast = single.memory.sample_contrast_indices(indices)  # the same negatives on both sides
+    loss_single = single(student, teacher, indices, contrast)
+    loss_double = double(student.double(), teacher.double(), indices, contrast)
+    assert loss_double.dtype == torch.float64
+    torch.testing.assert_close(loss_double.float(), loss_single, rtol=1e-5, atol=1e-6)
 
 
 def test_crd_memory_refuses_bad_settings() -> None:
