@@ -37,6 +37,7 @@ import math
 import re
 import subprocess
 import sys
+import traceback
 import types
 import warnings
 from collections.abc import Callable, Iterator
@@ -360,7 +361,7 @@ def import_official(root: Path, relative: str) -> types.ModuleType:
 
 def stand_in_for_missing(module_name: str, *attributes: str) -> None:
     """An empty module for an import the official file makes but the compared functions never use."""
-    if importlib.util.find_spec(module_name) is not None:
+    if module_name in sys.modules or importlib.util.find_spec(module_name) is not None:
         return
 
     def unavailable(*args: Any, **kwargs: Any) -> Any:
@@ -955,7 +956,17 @@ METHODS = [
         note="lit-kd side: DecoupledKD with standardize, alpha 9, beta 72, T 2 (its docstring's official LS "
         "setting); standardize is off by default",
     ),
-    Method("CRD", "RepDistiller", crd_module, official_crd, defaults_crd, crd_auxiliary),
+    Method(
+        "CRD",
+        "RepDistiller",
+        crd_module,
+        official_crd,
+        defaults_crd,
+        crd_auxiliary,
+        note="no float64 check: lit-kd's ContrastMemory.scores casts the embeddings to float32 "
+        "(lit_kd/losses/crd.py:202-203, `.float()` under autocast off) while its banks are buffers in the module's "
+        "dtype, so a float64 module fails in torch.bmm (the same happens under a 64-bit Trainer precision)",
+    ),
 ]
 
 
@@ -1024,6 +1035,15 @@ def noise_floor(method: Method, problem_factory: Callable[[], Problem], lit_run:
     return differences(lit_run, plain_run)
 
 
+FLOAT64_KEYS = (
+    "max_abs_weight_diff",
+    "worst_parameter",
+    "max_abs_buffer_diff",
+    "first_loss_lit_kd",
+    "first_loss_official",
+    "first_step_max_abs_grad_diff",
+    "max_abs_loss_diff",
+)
 #: float64 weights closer than this after the steps: the two codes compute the same thing (rounding aside).
 FLOAT64_TARGET = 1e-8
 
@@ -1038,24 +1058,17 @@ def run_method(method: Method, references: dict[str, Path], problem_factory: Cal
     result = measure(method, root, problem_factory, steps, torch.float32)
     official, module, lines = result.pop("official"), result.pop("module"), result.pop("official_lines")
     floor = noise_floor(method, problem_factory, result.pop("lit_kd_run"))
-    double = measure(method, root, problem_factory, steps, torch.float64)
+    try:
+        double = measure(method, root, problem_factory, steps, torch.float64)
+        in_float64 = {key: double[key] for key in FLOAT64_KEYS}
+    except RuntimeError as error:  # a side that cannot run in float64
+        in_float64 = {"error": f"{type(error).__name__}: {error}"}
     settings = method.defaults(root, module)
     return {
         **row,
         "status": "compared",
         **result,
-        "float64": {
-            key: double[key]
-            for key in (
-                "max_abs_weight_diff",
-                "worst_parameter",
-                "max_abs_buffer_diff",
-                "first_loss_lit_kd",
-                "first_loss_official",
-                "first_step_max_abs_grad_diff",
-                "max_abs_loss_diff",
-            )
-        },
+        "float64": in_float64,
         "float32_noise_floor": {
             "what": "lit-kd (fast_teacher, default) against lit-kd with the plain teacher (fast_teacher=False)",
             "max_abs_weight_diff": floor["max_abs_weight_diff"],
@@ -1075,9 +1088,15 @@ def verdict(row: dict) -> str:
         return row["status"]
     if row["within_target"]:
         return "match"
+    if "error" in row["float64"]:
+        return "over target in float32; no float64 run (see notes): first step and noise floor only"
     if row["float64"]["max_abs_weight_diff"] <= FLOAT64_TARGET:
         return "over target in float32; same computation (float64 agrees)"
     return "DIFFERS"
+
+
+def float64_cell(row: dict) -> str:
+    return "not run" if "error" in row["float64"] else f"{row['float64']['max_abs_weight_diff']:.2e}"
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -1094,7 +1113,7 @@ def summary_table(rows: list[dict]) -> str:
                 "official code that ran": lines if compared else "-",
                 "max abs weight diff": f"{row['max_abs_weight_diff']:.2e}" if compared else "-",
                 "float32 noise floor": f"{row['float32_noise_floor']['max_abs_weight_diff']:.2e}" if compared else "-",
-                "float64 weight diff": f"{row['float64']['max_abs_weight_diff']:.2e}" if compared else "-",
+                "float64 weight diff": float64_cell(row) if compared else "-",
                 "first loss lit-kd": f"{row['first_loss_lit_kd']:.6f}" if compared else "-",
                 "first loss official": f"{row['first_loss_official']:.6f}" if compared else "-",
                 "first-step grad diff": f"{row['first_step_max_abs_grad_diff']:.2e}" if compared else "-",
@@ -1147,7 +1166,11 @@ def main() -> None:
         if args.methods and method.name not in args.methods:
             continue
         print(f"{method.name} ...", flush=True)
-        rows.append(run_method(method, references, problem_factory, args.steps))
+        try:
+            rows.append(run_method(method, references, problem_factory, args.steps))
+        except Exception as error:  # one broken checkout or adapter must not hide the other rows
+            traceback.print_exc()
+            rows.append({"method": method.name, "reference": method.reference, "status": f"error: {error!r}"})
     rows += [{"method": name, "reference": "-", "status": "not in this pass"} for name in NOT_IN_THIS_PASS]
     load_after = load_average()
     payload = {
@@ -1165,7 +1188,14 @@ def main() -> None:
             "threads": 1,
             "seed": args.seed,
         },
-        "references": {name: {"path": str(path), "commit": checkout_commit(path)} for name, path in references.items()},
+        "references": {
+            name: {
+                "path": str(path),
+                "commit": checkout_commit(path),
+                **({"classification_commit": checkout_commit(path / "classification")} if name == "DIST_KD" else {}),
+            }
+            for name, path in references.items()
+        },
         "load_average": {"start": load_before, "end": load_after},
         "rows": rows,
     }
@@ -1210,6 +1240,21 @@ def report(rows: list[dict], payload: dict) -> str:
             f"{row['compared_tensors']} tensors compared (optimised: lit-kd {row['optimized_tensors']['lit_kd']}, "
             f"official {row['optimized_tensors']['official']})."
         )
+        floor = row["float32_noise_floor"]
+        lines.append(
+            f"- float32 noise floor ({floor['what']}): max abs weight diff {floor['max_abs_weight_diff']:.2e}, "
+            f"first-step grad diff {floor['first_step_max_abs_grad_diff']:.2e}."
+        )
+        double = row["float64"]
+        if "error" in double:
+            lines.append(f"- float64: not run, {double['error']}.")
+        else:
+            lines.append(
+                f"- float64: max abs weight diff {double['max_abs_weight_diff']:.2e} "
+                f"(at `{double['worst_parameter']}`), "
+                f"first-step grad diff {double['first_step_max_abs_grad_diff']:.2e}, max abs loss diff "
+                f"{double['max_abs_loss_diff']:.2e}."
+            )
         lines.append(
             f"- lit-kd's teacher (its BN-folded inference copy) differs from the plain teacher by "
             f"{row['teacher_copy_max_abs_logit_diff']:.1e} in the logits."
