@@ -69,6 +69,7 @@ from lit_kd.methods import (
     SupervisedModule,
 )
 from lit_kd.models import ConditionalGenerator, DFADGenerator, PretrainedNetwork, ProjectionDiscriminator, create_model
+from lit_kd.runtime.memo import weights_hash
 
 #: two-sided 95% quantiles of Student's t by degrees of freedom
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -137,6 +138,12 @@ class Runner:
             load_network_weights(teacher, self.args.teacher_checkpoint)
         return teacher
 
+    def teacher_weights(self) -> str:
+        """The hash of the adapted teacher's weights (:func:`lit_kd.runtime.memo.weights_hash`), computed once."""
+        if not hasattr(self, "_teacher_weights"):
+            self._teacher_weights = weights_hash(self.adapted_teacher())
+        return self._teacher_weights
+
     def teacher_kwargs(self) -> dict[str, Any]:
         return {"teacher_checkpoint": self.args.teacher_checkpoint} if self.args.teacher_checkpoint else {}
 
@@ -152,6 +159,7 @@ class Runner:
             "seconds": seconds,
             "load": load_average(),
             "threads": self.args.threads,
+            "teacher_weights": self.teacher_weights(),  # a later session's re-made teacher must match this
             **extra,
         }
         print(f"seed {self.seed}: {name}: {100 * accuracy:.2f}% in {seconds:.0f} s", flush=True)
