@@ -155,7 +155,7 @@ def test_custom_module_subclass_trains_with_its_own_optimiser_and_a_frozen_teach
     assert (tmp_path / "runs" / "checkpoints" / "last.ckpt").is_file()
     assert 0 <= results["at_student_acc"] <= 1 and results["at_term"] > 0
     # a torchvision student and the user's teacher, no layer named: the last module before each change of
-    # resolution (torchvision ResNet-18: 32 -> 16 -> 8 -> 4 -> 2 -> 1; SmallCNN: 32 -> 16 -> 8), the deepest three paired
+    # resolution (torchvision ResNet-18: 32 -> 16 -> 8 -> 4 -> 2 -> 1; SmallCNN: 32 -> 16 -> 8), deepest three paired
     assert results["at_student_layers"] == ["layer2", "layer3", "layer4"]
     assert results["at_teacher_layers"] == ["features.0.2", "features.1.2", "features.1"]
 
