@@ -26,6 +26,12 @@ one W&B project, grouped by method and tagged with its seed and role (baseline /
 
     python benchmarks/gains.py --data-dir ~/data \
         --teacher-checkpoint checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt
+
+Every row records the hash of the adapted teacher's weights (``teacher_weights``), so that a table continued in
+another session can show it used the same teacher. The adaptation run is deterministic on a given CPU ISA, not across
+ISAs: on an AVX-512 CPU it gives other weights (hash a96c3ef9b3ddc827 against 841f9beccf41549c, 2026-12-04) unless
+ATen and oneDNN are held to AVX2, which reproduces the AVX2 machines' teacher bit for bit:
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 lit-kd fit --config recipes/cifar10/adapt_pretrained_resnet56.yaml``.
 """
 
 from __future__ import annotations
@@ -569,6 +575,9 @@ def main() -> None:
     args = parser.parse_args()
     quiet_benchmark(args.threads)
     warnings.filterwarnings("ignore")
+    # the table's teachers in float32 on every CPU ("auto" would pick bf16 where it is native): its rows compare
+    # across machines and sessions, and with the rows run before bf16 became the default there
+    os.environ["LIT_KD_TEACHER_PRECISION"] = "32"
     args.output_dir.mkdir(parents=True, exist_ok=True)
     # what the numbers depend on; the threads only change the times, which each row records with its threads
     ignored = ("rows", "seeds", "wandb", "output_dir", "threads", "summarize_only", "partial_dir", "commit")

@@ -34,6 +34,7 @@ import hashlib
 import importlib.util
 import inspect
 import math
+import os
 import re
 import subprocess
 import sys
@@ -1138,6 +1139,7 @@ def parse_references(items: list[str]) -> dict[str, Path]:
 
 
 def main() -> None:
+    os.environ["LIT_KD_TEACHER_PRECISION"] = "32"  # the official code's teachers run in float32: so do ours here
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--reference",

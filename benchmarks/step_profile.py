@@ -20,6 +20,7 @@ teacher: the step a free teacher would leave. Writes ``benchmarks/results/step_p
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from common import load_average, markdown_table, quiet_benchmark, write_results
 from lit_kd.losses import attention_transfer_loss, soft_target_kl
 from lit_kd.methods import AttentionTransfer, HintonKD
 from lit_kd.models import create_model
+from lit_kd.runtime.teacher import resolve_precision
 
 PHASES = ("teacher", "student forward", "loss", "backward", "optimiser step")
 
@@ -89,11 +91,12 @@ def profile_round(module, phases: dict[str, Callable], args: argparse.Namespace)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def build(method: str) -> tuple[torch.nn.Module, Callable]:
-    """The method's module (ResNet-56 -> ResNet-20, with lit-kd's default speed options: channels-last where safe)
-    and its phases."""
+def build(method: str, precision: str) -> tuple[torch.nn.Module, Callable]:
+    """The method's module (ResNet-56 -> ResNet-20, with lit-kd's default speed options: channels-last where safe),
+    its teacher in ``precision``, and its phases."""
     student, teacher = create_model("resnet20", num_classes=10), create_model("resnet56", num_classes=10)
-    module = HintonKD(student, teacher) if method == "kd" else AttentionTransfer(student, teacher)
+    kind = HintonKD if method == "kd" else AttentionTransfer
+    module = kind(student, teacher, teacher_precision=precision)
     module.apply_speed_options()  # what the module's setup does in a Trainer
     return module, kd_phases(module) if method == "kd" else at_phases(module)
 
@@ -106,11 +109,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-load", type=float, default=1.5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["32", "auto"],
+        help="teacher precisions (auto: the default, bf16 on a CPU with native bf16)",
+    )
     args = parser.parse_args()
     quiet_benchmark(args.threads)
-    modules = {method: build(method) for method in args.methods}
-    rounds: dict[str, list[dict[str, float]]] = {method: [] for method in args.methods}
-    loads: dict[str, list[float]] = {method: [] for method in args.methods}
+    os.environ.pop("LIT_KD_TEACHER_PRECISION", None)  # "auto" as it resolves on this CPU
+    sides = [f"{method}, teacher {precision}" for method in args.methods for precision in args.precisions]
+    modules = {side: build(*side.split(", teacher ")) for side in sides}
+    rounds: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    loads: dict[str, list[float]] = {side: [] for side in sides}
     for _ in range(args.repeats):
         for method, (module, phases) in modules.items():
             load = load_average()
@@ -119,14 +130,14 @@ def main() -> None:
             if load < args.max_load:
                 rounds[method].append(result)
     rows = []
-    for method in args.methods:
+    for method in sides:
         if not rounds[method]:
             print(f"{method}: every round started at a load >= {args.max_load}: nothing reported")
             continue
         totals = [sum(result.values()) for result in rounds[method]]
         median_round = rounds[method][totals.index(statistics.median_low(totals))]
         total = sum(median_round.values())
-        row = {"method": method, "step ms": 1000 * total}
+        row = {"method, teacher precision": method, "step ms": 1000 * total}
         row.update(
             {
                 f"{name} ms (%)": f"{1000 * median_round[name]:.0f} ({100 * median_round[name] / total:.0f}%)"
@@ -139,9 +150,11 @@ def main() -> None:
         row["clean rounds"] = len(rounds[method])
         row["loads"] = ", ".join(f"{value:.2f}" for value in loads[method])
         rows.append(row)
+    auto = resolve_precision("auto", torch.device("cpu"))
     table = markdown_table(rows) + (
         f"\n\nResNet-56 -> ResNet-20, batch {args.batch_size}, {args.threads} threads, channels-last where safe, "
-        f"teacher recomputed (folded inference copy, inference mode); each phase the median of {args.steps} steps "
+        f"teacher recomputed (folded inference copy, inference mode; auto = {auto} "
+        f"on this CPU); each phase the median of {args.steps} steps "
         f"after 2 warm-up steps; the round with the median total of {args.repeats} interleaved rounds; rounds "
         f"starting at a load >= {args.max_load} discarded."
     )

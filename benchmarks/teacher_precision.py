@@ -73,10 +73,11 @@ def speed(args: argparse.Namespace) -> list[dict]:
         teacher = teacher.to(memory_format=torch.channels_last)
         runners = {precision: TeacherRunner(teacher, precision=precision) for precision in ("32", "bf16")}
         clean: dict[str, list[float]] = {"32": [], "bf16": []}
-        discarded = 0
+        discarded, loads = 0, []
         for _ in range(args.repeats):
             for precision, runner in runners.items():
                 rate, load, others = images_per_second(runner, images, args.iterations)
+                loads.append(load)
                 if load < args.max_load and others <= 0.10:
                     clean[precision].append(rate)
                 else:
@@ -91,6 +92,7 @@ def speed(args: argparse.Namespace) -> list[dict]:
                 "bf16 / fp32": bf16 / fp32,
                 "clean rounds": f"{len(clean['32'])} + {len(clean['bf16'])}",
                 "discarded": discarded,
+                "load at the starts": f"{min(loads):.2f}-{max(loads):.2f}",
             }
         )
         print(rows[-1], flush=True)
@@ -105,6 +107,7 @@ def agreement(args: argparse.Namespace) -> dict:
     match_input_normalization(teacher, data.mean, data.std)  # as the methods do: batches in the data's normalisation
     teacher = teacher.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     runners = {precision: TeacherRunner(teacher, precision=precision) for precision in ("32", "bf16")}
+    load = load_average()
     agree = total = 0
     largest = mean_sum = 0.0
     for index, batch in enumerate(data.test_dataloader()):
@@ -127,6 +130,7 @@ def agreement(args: argparse.Namespace) -> dict:
         "top-1 agreement": agree / total,
         "max abs logit difference": largest,
         "mean abs logit difference": mean_sum / total,
+        "load at the start": load,
     }
 
 

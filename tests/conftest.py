@@ -18,6 +18,10 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 SHARED_WEIGHTS = SHARED / "weights"
 if SHARED_WEIGHTS.is_dir():
     os.environ.setdefault("LIT_KD_WEIGHTS", str(SHARED_WEIGHTS))
+# The teacher's "auto" precision is bf16 on a CPU with native bf16; the tests compare teacher outputs with float32
+# references (hand-computed losses, official ports, DDP ranks), so they keep float32 in this process and in every one
+# it starts. tests/runtime/test_speed_options.py tests "auto" itself.
+os.environ.setdefault("LIT_KD_TEACHER_PRECISION", "32")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

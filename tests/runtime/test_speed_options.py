@@ -21,6 +21,7 @@ from lit_kd.callbacks.bss import boundary_attack
 from lit_kd.methods import BSSDistillation, DataFreeAdversarialDistillation, FitNets, HintonKD
 from lit_kd.models import CifarResNet, DFADGenerator, create_model
 from lit_kd.models.inference import channels_last_cpu_hazards, fold_batchnorm, inference_copy
+from lit_kd.runtime import teacher as teacher_runtime
 from tests.support.networks import TinyNet, save_state_dict, torchvision_network
 from tests.support.training import tiny_cifar, tiny_trainer
 
@@ -182,6 +183,30 @@ def test_teacher_precision_runs_only_the_gradient_free_passes_in_half(tmp_path: 
     assert module.frozen_teacher(images).dtype == torch.float32  # what attacks and generators differentiate through
     with pytest.raises(ValueError, match="teacher_precision"):
         make_kd(tmp_path, teacher_precision="8")
+
+
+def test_auto_teacher_precision_is_bf16_only_on_a_cpu_with_native_bf16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = make_kd(tmp_path)  # the default: "auto"
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = module.teacher(images)
+    monkeypatch.delenv("LIT_KD_TEACHER_PRECISION")
+    monkeypatch.setattr(teacher_runtime, "native_cpu_bf16", lambda: True)
+    bf16 = module.teacher_logits(images)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, reference)  # rounded through bfloat16
+    torch.testing.assert_close(bf16, make_kd(tmp_path, teacher_precision="bf16").teacher_logits(images))
+    assert teacher_runtime.resolve_precision("auto", torch.device("cuda")) == "32"  # a GPU: the trainer's precision
+    assert teacher_runtime.resolve_precision("32", torch.device("cpu")) == "32"  # a chosen precision is kept
+    monkeypatch.setattr(teacher_runtime, "native_cpu_bf16", lambda: False)  # emulated bf16 would be slower
+    torch.testing.assert_close(module.teacher_logits(images), reference, rtol=0, atol=1e-5)
+    monkeypatch.setattr(teacher_runtime, "native_cpu_bf16", lambda: True)
+    monkeypatch.setenv("LIT_KD_TEACHER_PRECISION", "32")  # the process-wide choice of what "auto" means
+    torch.testing.assert_close(module.teacher_logits(images), reference, rtol=0, atol=1e-5)
+    monkeypatch.setenv("LIT_KD_TEACHER_PRECISION", "8")
+    with pytest.raises(ValueError, match="LIT_KD_TEACHER_PRECISION must be"):
+        module.teacher_logits(images)
 
 
 def test_fitnets_teacher_maps_come_from_the_inference_copy(tmp_path: Path) -> None:
