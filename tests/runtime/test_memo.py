@@ -131,6 +131,17 @@ def test_a_memo_of_another_teacher_is_refused_at_setup(tmp_path: Path, cifar_fol
         fit_kd(tmp_path, cifar_folder, seed=0, memo=memo, epochs=1)
 
 
+def test_a_memo_filled_in_float32_is_refused_by_a_bf16_teacher(
+    tmp_path: Path, cifar_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_state_dict(TinyNet(width=16), tmp_path / "teacher.pt")
+    memo = tmp_path / "memo.safetensors"
+    fit_kd(tmp_path, cifar_folder, seed=0, memo=memo, epochs=1)  # "auto" is "32" in the tests
+    monkeypatch.setenv("LIT_KD_TEACHER_PRECISION", "bf16")  # "auto" as on a CPU with native bf16
+    with pytest.raises(StaleMemoError, match=r"^teacher memo .* was built for another run \(teacher_run: stored"):
+        fit_kd(tmp_path, cifar_folder, seed=0, memo=memo, epochs=1)
+
+
 def test_a_resumed_memoised_run_equals_an_uninterrupted_one(tmp_path: Path, cifar_folder: Path) -> None:
     save_state_dict(TinyNet(width=16), tmp_path / "teacher.pt")
     checkpoints = ModelCheckpoint(tmp_path / "ckpt", filename="{step}", every_n_train_steps=7, save_top_k=-1)
