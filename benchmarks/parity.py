@@ -964,9 +964,9 @@ METHODS = [
         official_crd,
         defaults_crd,
         crd_auxiliary,
-        note="no float64 check: lit-kd's ContrastMemory.scores casts the embeddings to float32 "
-        "(lit_kd/losses/crd.py:202-203, `.float()` under autocast off) while its banks are buffers in the module's "
-        "dtype, so a float64 module fails in torch.bmm (the same happens under a 64-bit Trainer precision)",
+        note="float64 runs since 37e76e1: the contrast scores take the banks' dtype, float32 at least (before it "
+        "they cast the embeddings to float32 while the banks kept the module's dtype, and a float64 module failed "
+        "in torch.bmm)",
     ),
 ]
 
