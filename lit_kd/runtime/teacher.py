@@ -9,6 +9,7 @@ optionally compiled, without a graph under ``torch.inference_mode``, in the prec
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ PRECISIONS = ("auto", "32", "16", "bf16")
 PRECISION_VARIABLE = "LIT_KD_TEACHER_PRECISION"
 
 
+@functools.cache  # asked on every teacher pass; the CPU does not change
 def native_cpu_bf16() -> bool:
     """Whether this CPU has native bf16 kernels for oneDNN: AVX512-BF16 or AMX (elsewhere bf16 is emulated, slower)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own cpuinfo probes
