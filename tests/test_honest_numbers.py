@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import os
 import stat
 from pathlib import Path
@@ -100,6 +101,25 @@ def test_two_process_evaluation_loss_equals_the_single_process_loss(tmp_path: Pa
     single, double = results
     assert double["val/loss"] == pytest.approx(single["val/loss"], rel=1e-6)
     assert double["val/acc"] == pytest.approx(single["val/acc"], rel=1e-6)
+
+
+class NaNOnShortBatches(torch.nn.Module):
+    """A classifier whose logits are NaN on batches of 3 images (a model that diverged on part of a split)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(images.float().mean(dim=(2, 3)))
+        return logits * float("nan") if len(images) == 3 else logits
+
+
+def test_a_nan_evaluation_loss_is_reported_as_nan_not_dropped(tmp_path: Path, cifar_folder: Path) -> None:
+    """7 validation images in batches of 4 and 3, the second with NaN logits: val/loss is NaN, not the first's."""
+    data = tiny_cifar(cifar_folder, batch_size=4, val_size=7, seed=0)
+    (metrics,) = tiny_trainer(tmp_path).validate(SupervisedModule(NaNOnShortBatches(), num_classes=10), data)
+    assert math.isnan(metrics["val/loss"])
 
 
 # ---------------------------------------------------------------------------------------------------- cache

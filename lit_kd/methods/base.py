@@ -249,7 +249,8 @@ class StudentModule(RuntimeModule):
         """The attribute path of the sample-weighted ``MeanMetric`` of evaluation loss ``key`` (made on first use)."""
         name = key.replace("/", "__").replace(".", "_")
         if name not in self.evaluation_means:
-            self.evaluation_means[name] = MeanMetric().to(self.device)
+            # a NaN loss is reported as NaN (torchmetrics' default would drop it and average the rest, with a warning)
+            self.evaluation_means[name] = MeanMetric(nan_strategy="disable").to(self.device)
         return f"evaluation_means.{name}"
 
     def update_and_log_metrics(self, stage: str, logits: Tensor, targets: Tensor) -> None:
