@@ -81,7 +81,7 @@ def test_the_harness_finds_an_equal_computation_equal(parity, checkout: Path) ->
     assert math.isclose(result["first_loss_lit_kd"], result["first_loss_official"], rel_tol=1e-5)
     assert result["first_step_max_abs_grad_diff"] < 1e-6
     # the weights moved (20 steps that did nothing would also be "equal")
-    start = dict(problem.student.named_parameters())
+    start = {name: p.detach() for name, p in problem.student.named_parameters()}
     moved = max(float((p.detach() - start[name]).abs().max()) for name, p in module.student.named_parameters())
     assert moved > 100 * parity.TARGET
     # the reference's lines that ran were traced: the formula's body, not the package's __init__ or module level
