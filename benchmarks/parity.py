@@ -20,10 +20,19 @@ not given is recorded as "reference not given". Clone the references (commits us
     git clone https://github.com/megvii-research/mdistiller              # DKD
     git clone --recursive https://github.com/hunto/DIST_KD               # DIST (its classification submodule)
     git clone https://github.com/sunshangquan/logit-standardization-KD   # logit standardisation (KD, DKD)
+    git clone https://github.com/bhheo/BSS_distillation                  # BSS (benchmarks/parity_bss.py)
+    git clone https://github.com/VainF/Data-Free-Adversarial-Distillation  # DFAD (benchmarks/parity_dfad.py)
+    git clone https://github.com/UBCDingXin/cGAN-KD                      # cGAN-KD's filter (benchmarks/parity_cgan.py)
     python benchmarks/parity.py --reference RepDistiller=RepDistiller \
         --reference attention-transfer=attention-transfer --reference mdistiller=mdistiller \
         --reference DIST_KD=DIST_KD \
-        --reference logit-standardization-KD=logit-standardization-KD
+        --reference logit-standardization-KD=logit-standardization-KD \
+        --reference BSS_distillation=BSS_distillation \
+        --reference Data-Free-Adversarial-Distillation=Data-Free-Adversarial-Distillation \
+        --reference cGAN-KD=cGAN-KD
+
+BSS, DFAD and cGAN-KD are compared by their own scripts (an attack inside the step, two optimisers, a filter instead
+of a step), which this one runs for their rows; each also runs alone and writes its own, longer report.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -72,8 +82,17 @@ REFERENCES = {
     "mdistiller": "https://github.com/megvii-research/mdistiller",
     "DIST_KD": "https://github.com/hunto/DIST_KD (clone --recursive: the loss is in its classification submodule)",
     "logit-standardization-KD": "https://github.com/sunshangquan/logit-standardization-KD",
+    "BSS_distillation": "https://github.com/bhheo/BSS_distillation",
+    "Data-Free-Adversarial-Distillation": "https://github.com/VainF/Data-Free-Adversarial-Distillation",
+    "cGAN-KD": "https://github.com/UBCDingXin/cGAN-KD",
 }
-NOT_IN_THIS_PASS = ("BSS", "DFAD", "cGAN-KD")
+#: rows compared by their own script (``benchmarks/<script>.py``, whose ``parity_rows`` gives them): name -> (the
+#: reference it reads, the script)
+OWN_SCRIPTS = {
+    "BSS": ("BSS_distillation", "parity_bss"),
+    "DFAD": ("Data-Free-Adversarial-Distillation", "parity_dfad"),
+    "cGAN-KD": ("cGAN-KD", "parity_cgan"),
+}
 #: CIFAR-100 normalisation (RepDistiller ``dataset/cifar100.py``); any fixed values would do.
 MEAN, STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
@@ -1075,9 +1094,18 @@ def run_method(method: Method, references: dict[str, Path], problem_factory: Cal
             "max_abs_weight_diff": floor["max_abs_weight_diff"],
             "first_step_max_abs_grad_diff": floor["first_step_max_abs_grad_diff"],
         },
+        **reference_details(lines, official.replicated, official.notes, settings),
+    }
+
+
+def reference_details(
+    lines: dict[str, set[int]], replicated: list[str], notes: list[str], settings: list[Setting]
+) -> dict[str, Any]:
+    """A row's official lines that ran, the adapter's hand-written parts and notes, and the defaults compared."""
+    return {
         "official_lines_run": {path: line_ranges(numbers) for path, numbers in sorted(lines.items())},
-        "adapter_replicates": official.replicated,
-        "adapter_notes": official.notes,
+        "adapter_replicates": replicated,
+        "adapter_notes": notes,
         "defaults": [{**vars(s), "matches": s.matches} for s in settings],
         "defaults_match": all(s.matches for s in settings),
     }
@@ -1087,6 +1115,8 @@ def verdict(row: dict) -> str:
     """``match`` within the float32 target; else ``same computation`` when float64 agrees; else ``DIFFERS``."""
     if row["status"] != "compared":
         return row["status"]
+    if "summary_cells" in row:  # a comparison of another kind (benchmarks/parity_cgan.py) states its own verdict
+        return row["verdict"]
     if row["within_target"]:
         return "match"
     if "error" in row["float64"]:
@@ -1104,6 +1134,9 @@ def summary_table(rows: list[dict]) -> str:
     table_rows = []
     for row in rows:
         compared = row["status"] == "compared"
+        if compared and "summary_cells" in row:  # another kind of comparison: its cells for the same columns
+            table_rows.append({"method": row["method"], **row["summary_cells"], "verdict": verdict(row)})
+            continue
         lines = "; ".join(f"{path}:{ranges}" for path, ranges in row.get("official_lines_run", {}).items())
         mismatched = [
             f"{s['name']}: {s['lit_kd']} vs {s['official']}" for s in row.get("defaults", []) if not s["matches"]
@@ -1173,7 +1206,20 @@ def main() -> None:
         except Exception as error:  # one broken checkout or adapter must not hide the other rows
             traceback.print_exc()
             rows.append({"method": method.name, "reference": method.reference, "status": f"error: {error!r}"})
-    rows += [{"method": name, "reference": "-", "status": "not in this pass"} for name in NOT_IN_THIS_PASS]
+    for name, (reference, script) in OWN_SCRIPTS.items():
+        if args.methods and name not in args.methods:
+            continue
+        if reference not in references:
+            rows.append({"method": name, "reference": reference, "status": "reference not given"})
+            continue
+        print(f"{name} ({script}.py) ...", flush=True)
+        try:
+            rows += importlib.import_module(script).parity_rows(
+                references[reference], args.steps, args.batch_size, args.seed
+            )
+        except Exception as error:
+            traceback.print_exc()
+            rows.append({"method": name, "reference": reference, "status": f"error: {error!r}"})
     load_after = load_average()
     payload = {
         "target_max_abs_weight_diff": TARGET,
@@ -1204,6 +1250,55 @@ def main() -> None:
     write_results(args.name, payload, report(rows, payload))
 
 
+@contextmanager
+def float32_teacher() -> Iterator[None]:
+    """lit-kd's teacher in float32 inside the block, as the official teachers run (``"auto"`` is bf16 on some CPUs)."""
+    with mock.patch.dict(os.environ, {"LIT_KD_TEACHER_PRECISION": "32"}):
+        yield
+
+
+def own_script_main(
+    description: str,
+    reference: str,
+    run: Callable[[Path, int, int, int], dict],
+    report: Callable[[dict, dict], str],
+    setup: dict[str, Any],
+    steps_help: str | None = None,
+) -> None:
+    """``main()`` of a script that compares one method alone (``parity_bss.py``, ``parity_dfad.py``).
+
+    Parses ``--reference NAME=DIR --steps --batch-size --seed --name``, runs ``run(root, steps, batch_size, seed)``
+    on one thread and writes ``benchmarks/results/<name>.{json,md}`` with the setup, the checkout's commit and the
+    load average at the start and the end.
+    """
+    script = Path(sys.argv[0]).stem
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--reference", required=True, metavar=f"{reference}=DIR", help=f"a checkout of {REFERENCES[reference]}"
+    )
+    parser.add_argument("--steps", type=int, default=20, help=steps_help)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=script, help="results file name under benchmarks/results")
+    args = parser.parse_args()
+    root = parse_references([args.reference]).get(reference)
+    if root is None:
+        raise SystemExit(
+            f"--reference {args.reference!r}: expected {reference}=DIR, DIR a checkout of {REFERENCES[reference]}"
+        )
+    torch.set_num_threads(1)
+    load_before = load_average()
+    row = run(root, args.steps, args.batch_size, args.seed)
+    payload = {
+        "target_max_abs_weight_diff": TARGET,
+        "setup": {**setup, "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "threads": 1},
+        "reference": {"name": reference, "path": str(root), "commit": checkout_commit(root)},
+        "load_average": {"start": load_before, "end": load_average()},
+        "rows": [row],
+    }
+    write_results(args.name, payload, report(row, payload))
+
+
 def show(value: Any) -> str:
     """A setting as a short string (``0.1`` rather than ``0.09999999999999998``)."""
     return f"{value:.6g}" if isinstance(value, float) else str(value)
@@ -1230,49 +1325,54 @@ def report(rows: list[dict], payload: dict) -> str:
         "",
     ]
     for row in rows:
-        if row["status"] != "compared":
-            continue
-        lines.append(f"## {row['method']} ({row['reference']})")
-        lines.append("")
-        if row["note"]:
-            lines.append(f"- {row['note']}.")
-        lines.append(
-            f"- max abs weight diff {row['max_abs_weight_diff']:.2e} (at `{row['worst_parameter']}`), BN buffers "
-            f"{row['max_abs_buffer_diff']:.2e}, max abs loss diff over the steps {row['max_abs_loss_diff']:.2e}; "
-            f"{row['compared_tensors']} tensors compared (optimised: lit-kd {row['optimized_tensors']['lit_kd']}, "
-            f"official {row['optimized_tensors']['official']})."
-        )
-        floor = row["float32_noise_floor"]
-        lines.append(
-            f"- float32 noise floor ({floor['what']}): max abs weight diff {floor['max_abs_weight_diff']:.2e}, "
-            f"first-step grad diff {floor['first_step_max_abs_grad_diff']:.2e}."
-        )
-        double = row["float64"]
-        if "error" in double:
-            lines.append(f"- float64: not run, {double['error']}.")
-        else:
-            lines.append(
-                f"- float64: max abs weight diff {double['max_abs_weight_diff']:.2e} "
-                f"(at `{double['worst_parameter']}`), "
-                f"first-step grad diff {double['first_step_max_abs_grad_diff']:.2e}, max abs loss diff "
-                f"{double['max_abs_loss_diff']:.2e}."
-            )
-        lines.append(
-            f"- lit-kd's teacher (its BN-folded inference copy) differs from the plain teacher by "
-            f"{row['teacher_copy_max_abs_logit_diff']:.1e} in the logits."
-        )
-        defaults = ", ".join(
-            f"{s['name']} {show(s['lit_kd'])} / {show(s['official'])} (`{s['source']}`)"
-            + ("" if s["matches"] else " **differs**")
-            for s in row["defaults"]
-        )
-        lines.append(f"- defaults, lit-kd / official: {defaults}.")
-        lines.append("- the adapter composes by hand: " + "; ".join(f"`{r}`" for r in row["adapter_replicates"]) + ".")
-        for note in row["adapter_notes"]:
-            lines.append(f"- {note}.")
-        lines.append("")
-    lines.append("Not in this pass: " + ", ".join(NOT_IN_THIS_PASS) + ".")
+        if row["status"] == "compared" and "summary_cells" in row:  # cGAN-KD's filter: its script's section
+            lines += importlib.import_module("parity_cgan").row_details(row)
+        elif row["status"] == "compared":
+            lines += method_details(row)
     return "\n".join(lines)
+
+
+def method_details(row: dict) -> list[str]:
+    """The markdown section of one compared row: differences, noise floor, float64, defaults, adapter notes."""
+    lines = [f"## {row['method']} ({row['reference']})", ""]
+    if row["note"]:
+        lines.append(f"- {row['note']}.")
+    lines.append(
+        f"- max abs weight diff {row['max_abs_weight_diff']:.2e} (at `{row['worst_parameter']}`), BN buffers "
+        f"{row['max_abs_buffer_diff']:.2e}, max abs loss diff over the steps {row['max_abs_loss_diff']:.2e}; "
+        f"{row['compared_tensors']} tensors compared (optimised: lit-kd {row['optimized_tensors']['lit_kd']}, "
+        f"official {row['optimized_tensors']['official']})."
+    )
+    floor = row["float32_noise_floor"]
+    lines.append(
+        f"- float32 noise floor ({floor['what']}): max abs weight diff {floor['max_abs_weight_diff']:.2e}, "
+        f"first-step grad diff {floor['first_step_max_abs_grad_diff']:.2e}."
+    )
+    double = row["float64"]
+    if "error" in double:
+        lines.append(f"- float64: not run, {double['error']}.")
+    else:
+        lines.append(
+            f"- float64: max abs weight diff {double['max_abs_weight_diff']:.2e} "
+            f"(at `{double['worst_parameter']}`), "
+            f"first-step grad diff {double['first_step_max_abs_grad_diff']:.2e}, max abs loss diff "
+            f"{double['max_abs_loss_diff']:.2e}."
+        )
+    lines.append(
+        f"- lit-kd's teacher (its BN-folded inference copy) differs from the plain teacher by "
+        f"{row['teacher_copy_max_abs_logit_diff']:.1e} in the logits."
+    )
+    defaults = ", ".join(
+        f"{s['name']} {show(s['lit_kd'])} / {show(s['official'])} (`{s['source']}`)"
+        + ("" if s["matches"] else " **differs**")
+        for s in row["defaults"]
+    )
+    lines.append(f"- defaults, lit-kd / official: {defaults}.")
+    lines.append("- the adapter composes by hand: " + "; ".join(f"`{r}`" for r in row["adapter_replicates"]) + ".")
+    for note in row["adapter_notes"]:
+        lines.append(f"- {note}.")
+    lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

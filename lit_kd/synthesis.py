@@ -318,7 +318,9 @@ def run(
         min_confidence: classification: least teacher probability of the conditioning class; 0.5 is ours.
         require_agreement: classification: the conditioning class must be the teacher's top class; ours.
         keep_quantile: keep only samples whose teacher loss (cross-entropy, or absolute error) is below this
-            quantile; cGAN-KD uses 0.7 (CIFAR and UTKFace).
+            quantile, pooled over the labels. cGAN-KD's code at 8fcb117 uses 0.9 for CIFAR-100, per class
+            (``CIFAR-100/make_fake_datasets/scripts/run.sh:51``, cutoffs from a separate burn-in draw), and 0.7 for
+            UTKFace (``UTKFace/scripts/run_gene_data.sh:6``); ``benchmarks/parity_cgan.py`` compares the two.
         tolerance: regression: largest ``|teacher - label|`` kept, in the data's units (years for UTKFace).
         subsampling: subsample first by discriminator rejection sampling (:func:`rejection_sampling_mask`).
         max_per_label: keep at most this many per conditioning label.

@@ -91,3 +91,12 @@ def wandb_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Call
     # wandb keeps the settings of its first run (WANDB_MODE included) and its service process (started in that
     # run's working directory, against which it resolves relative paths) until teardown
     wandb.teardown()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread inside the test (the parity tests compare runs whose reductions must not depend on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,6 +17,8 @@ import torch
 from lit_kd.methods import HintonKD
 from tests.support.paths import BENCHMARKS
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REFERENCE_SOURCE = '''
 import torch
 
@@ -46,14 +48,6 @@ def checkout(tmp_path: Path) -> Path:
     (tmp_path / "reference" / "kd.py").write_text("from .formula import hinton_loss  # noqa: F401\n")
     (tmp_path / "reference" / "formula.py").write_text(textwrap.dedent(REFERENCE_SOURCE))
     return tmp_path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def reference_side(parity, checkout: Path, problem, temperature: float, alpha: float = 0.9):
@@ -126,7 +120,10 @@ def test_sides_must_compare_the_same_tensors(parity) -> None:
 def test_missing_references_are_recorded_not_run(parity) -> None:
     rows = [parity.run_method(method, {}, lambda: pytest.fail("nothing should run"), 20) for method in parity.METHODS]
     assert {row["status"] for row in rows} == {"reference not given"}
-    assert {method.reference for method in parity.METHODS} == set(parity.REFERENCES)
+    own_scripts = {reference for reference, _ in parity.OWN_SCRIPTS.values()}
+    assert {method.reference for method in parity.METHODS} | own_scripts == set(parity.REFERENCES)
+    for _, script in parity.OWN_SCRIPTS.values():  # every script main() dispatches to gives rows the same way
+        assert callable(importlib.import_module(script).parity_rows)
     with pytest.raises(SystemExit, match="NAME=DIR"):
         parity.parse_references(["NotARepository=."])
 
