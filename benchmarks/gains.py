@@ -52,6 +52,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
 
 from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule
@@ -87,10 +88,21 @@ class Runner:
     def __init__(self, args: argparse.Namespace, seed: int) -> None:
         self.args, self.seed = args, seed
         self.results: dict[str, Any] = {}
+        self.validation: dict[str, float] = {}  # the last fit's held-out accuracy (with --val-size)
+
+    def key(self, name: str) -> str:
+        """The name a row is recorded under: ``AT [beta=100]`` when ``--set`` changes its settings."""
+        settings = self.args.overrides.get(name)
+        return f"{name} [{', '.join(f'{k}={v}' for k, v in settings.items())}]" if settings else name
+
+    def kwargs(self, name: str) -> dict[str, Any]:
+        """The module settings ``--set`` gives row ``name`` (none by default: the module's defaults)."""
+        return self.args.overrides.get(name, {})
 
     # -------------------------------------------------------------------------------------------- helpers
     def data(self, **overrides: Any) -> CIFAR10DataModule:
         options = dict(batch_size=128, eval_batch_size=500, subset_size=self.args.subset, cache_dir=self.args.cache_dir)
+        options["val_size"] = self.args.val_size  # held out before the subset is drawn (0: none)
         return CIFAR10DataModule(self.args.data_dir, **{**options, **overrides})
 
     def logger(self, method: str, role: str) -> Any:
@@ -125,6 +137,10 @@ class Runner:
         start = time.perf_counter()
         fit.fit(module, data)
         seconds = time.perf_counter() - start
+        self.validation = {}
+        if self.args.val_size and getattr(data, "val_size", 0):  # the last weights on the held-out split
+            (held_out,) = quiet_trainer(accelerator="cpu", logger=False).validate(module, data, verbose=False)
+            self.validation = {key.replace("/", "_"): float(value) for key, value in held_out.items()}
         (metrics,) = quiet_trainer(accelerator="cpu", logger=logger).test(module, data, verbose=False)
         if logger:
             logger.experiment.finish()
@@ -160,8 +176,9 @@ class Runner:
         return {"teacher_memo": str(self.args.output_dir / "teacher_memo_adapted_resnet56.safetensors")}
 
     def record(self, name: str, accuracy: float, seconds: float, **extra: Any) -> None:
-        self.results[name] = {
+        self.results[self.key(name)] = {
             "acc": accuracy,
+            **{k: v for k, v in self.validation.items() if k.startswith("val_acc")},
             "seconds": seconds,
             "load": load_average(),
             "threads": self.args.threads,
@@ -298,6 +315,12 @@ class Runner:
         )
 
 
+#: KD + LS: logit standardisation's official CIFAR settings (lit_kd/methods/hinton.py's docstring cites them)
+LOGIT_STANDARDISATION = dict(temperature=2.0, standardize=True, ce_weight=0.1, kd_weight=9.0)
+#: the rows whose module settings ``--set`` can change (one teacher-student module each)
+SETTABLE_ROWS = ("Hinton KD", "BSS", "FitNets", "AT", "DKD", "DIST", "KD + LS", "CRD", "AMA")
+
+
 def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
     """The rows, in the order they run: baselines first (later rows read them), then the rows most users read."""
     teacher, memo = runner.teacher_kwargs(), runner.memo_kwargs()
@@ -308,23 +331,30 @@ def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
         "vanilla ResNet-14": lambda: runner.vanilla(14),
         "vanilla ResNet-20": lambda: runner.vanilla(20),
         "teacher (adapted ResNet-56)": runner.teacher_accuracy,
-        "Hinton KD": lambda: runner.distill("Hinton KD", lambda s, t: HintonKD(s, t, **teacher, **memo)),
-        "BSS": lambda: runner.distill(
-            "BSS", lambda s, t: BSSDistillation(s, t, **teacher, **memo), (BoundarySampleMining(),)
+        "Hinton KD": lambda: runner.distill(
+            "Hinton KD", lambda s, t: HintonKD(s, t, **teacher, **memo, **runner.kwargs("Hinton KD"))
         ),
-        "FitNets": lambda: runner.distill("FitNets", lambda s, t: FitNets(s, t, **teacher)),
-        "AT": lambda: runner.distill("AT", lambda s, t: AttentionTransfer(s, t, **teacher)),
-        "DKD": lambda: runner.distill("DKD", lambda s, t: DecoupledKD(s, t, **teacher, **memo)),
-        "DIST": lambda: runner.distill("DIST", lambda s, t: DISTDistillation(s, t, **teacher, **memo)),
-        # logit standardisation's official CIFAR settings (lit_kd/methods/hinton.py's docstring cites them)
+        "BSS": lambda: runner.distill(
+            "BSS",
+            lambda s, t: BSSDistillation(s, t, **teacher, **memo, **runner.kwargs("BSS")),
+            (BoundarySampleMining(),),
+        ),
+        "FitNets": lambda: runner.distill("FitNets", lambda s, t: FitNets(s, t, **teacher, **runner.kwargs("FitNets"))),
+        "AT": lambda: runner.distill("AT", lambda s, t: AttentionTransfer(s, t, **teacher, **runner.kwargs("AT"))),
+        "DKD": lambda: runner.distill("DKD", lambda s, t: DecoupledKD(s, t, **teacher, **memo, **runner.kwargs("DKD"))),
+        "DIST": lambda: runner.distill(
+            "DIST", lambda s, t: DISTDistillation(s, t, **teacher, **memo, **runner.kwargs("DIST"))
+        ),
         "KD + LS": lambda: runner.distill(
             "KD + LS",
-            lambda s, t: HintonKD(
-                s, t, temperature=2.0, standardize=True, ce_weight=0.1, kd_weight=9.0, **teacher, **memo
-            ),
+            lambda s, t: HintonKD(s, t, **{**LOGIT_STANDARDISATION, **runner.kwargs("KD + LS")}, **teacher, **memo),
         ),
-        "CRD": lambda: runner.distill("CRD", lambda s, t: ContrastiveRepresentationDistillation(s, t, **teacher)),
-        "AMA": lambda: runner.distill("AMA", lambda s, t: ActivationMapAdaptation(s, t, **teacher)),
+        "CRD": lambda: runner.distill(
+            "CRD", lambda s, t: ContrastiveRepresentationDistillation(s, t, **teacher, **runner.kwargs("CRD"))
+        ),
+        "AMA": lambda: runner.distill(
+            "AMA", lambda s, t: ActivationMapAdaptation(s, t, **teacher, **runner.kwargs("AMA"))
+        ),
         "ensemble distillation": runner.ensemble,
         "self-distillation (born-again, 1 generation)": runner.self_distillation,
         "DML": lambda: runner.online("DML", online_pair, DeepMutualLearning),
@@ -499,6 +529,48 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def parse_overrides(items: list[list[str]]) -> dict[str, dict[str, Any]]:
+    """``--set ROW KEY=VALUE ...`` as ``{row: {key: value}}`` (values read as YAML: ``100`` is a number)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for row, *pairs in items:
+        if row not in SETTABLE_ROWS:
+            raise SystemExit(f"--set {row!r}: the row must be one of {', '.join(SETTABLE_ROWS)}")
+        for pair in pairs:
+            key, separator, value = pair.partition("=")
+            if not separator or not key:
+                raise SystemExit(f"--set {row} {pair!r}: expected KEY=VALUE")
+            overrides.setdefault(row, {})[key] = yaml.safe_load(value)
+    return overrides
+
+
+def variants_table(results: dict[str, dict[str, Any]]) -> str:
+    """Rows run with ``--set`` settings and, with ``--val-size``, every row's held-out accuracy, per seed."""
+    seeds = sorted(results)
+    names = sorted({name for s in seeds for name in results[s] if " [" in name or "val_acc" in results[s][name]})
+    if not names:
+        return ""
+    lines = []
+    for name in names:
+        cells = [results[s].get(name) for s in seeds]
+        test = [100 * c["acc"] for c in cells if c]
+        held_out = [100 * c["val_acc"] for c in cells if c and "val_acc" in c]
+        lines.append(
+            {
+                "row (settings)": name,
+                "held-out accuracy % (mean ± std)": (
+                    f"{statistics.mean(held_out):.2f} ± {spread(held_out):.2f}" if held_out else "-"
+                ),
+                "test accuracy % (mean ± std)": f"{statistics.mean(test):.2f} ± {spread(test):.2f}",
+                "seeds": len(test),
+                "per seed (test)": ", ".join(f"{a:.2f}" for a in test),
+            }
+        )
+    title = (
+        "Rows with other settings (`--set`) and held-out accuracies (`--val-size`: choose on these, not on the test)"
+    )
+    return f"\n\n{title}:\n\n" + markdown_table(lines)
+
+
 def save_seed(partial: Path, settings: dict[str, str], seed: str, rows: dict[str, Any]) -> dict[str, Any]:
     """Store one seed's rows in the partial file, keeping the other seeds' (runs of other seeds may share the file).
 
@@ -554,6 +626,22 @@ def main() -> None:
     parser.add_argument("--gan-per-label", type=int, default=1000, help="samples generated per class before filtering")
     parser.add_argument("--gan-max-per-label", type=int, default=500, help="synthetic images kept per class at most")
     parser.add_argument("--rows", nargs="+", default=None, help="run only these rows, in this order (default: all)")
+    parser.add_argument(
+        "--val-size",
+        type=int,
+        default=0,
+        help="hold out this many training images (before the subset is drawn) and record each row's last weights' "
+        "accuracy on them (val_acc): for choosing a setting without the test split",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("ROW", "KEY=VALUE"),
+        help="run ROW with these module settings (YAML values), recorded as 'ROW [KEY=VALUE, ...]' beside the row "
+        f"with its defaults; ROW one of {', '.join(SETTABLE_ROWS)}. E.g. --set AT beta=100 --rows AT",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/gains"))
     parser.add_argument("--wandb", action="store_true", help="log every run to one W&B project")
@@ -573,6 +661,7 @@ def main() -> None:
         help="recompute the teacher for every row (default: the logit rows share one teacher memo in --output-dir)",
     )
     args = parser.parse_args()
+    args.overrides = parse_overrides(args.set)
     quiet_benchmark(args.threads)
     warnings.filterwarnings("ignore")
     # the table's teachers in float32 on every CPU ("auto" would pick bf16 where it is native): its rows compare
@@ -581,6 +670,8 @@ def main() -> None:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     # what the numbers depend on; the threads only change the times, which each row records with its threads
     ignored = ("rows", "seeds", "wandb", "output_dir", "threads", "summarize_only", "partial_dir", "commit")
+    ignored += ("set", "overrides")  # in each row's name instead: one file holds a row with several settings
+    ignored += ("val_size",) if not args.val_size else ()  # files from before the option keep their settings
     ignored += ("no_teacher_memo",)  # the memo gives the same teacher logits: float32, the same batches
     settings = {k: str(v) for k, v in vars(args).items() if k not in ignored}
     partial = args.partial_dir / f"{args.name}.partial.json"
@@ -600,16 +691,17 @@ def main() -> None:
     order = [name for name in args.rows if name in order] if args.rows else order
     for name in order:
         for seed, runner in runners.items():
-            if name in runner.results or (name == PLATEAU_ROW and seed != args.seeds[0]):
+            if runner.key(name) in runner.results or (name == PLATEAU_ROW and seed != args.seeds[0]):
                 continue
             if name == "self-distillation (born-again, 1 generation)" and not hasattr(runner, "parent"):
                 runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
             teacher_rows(runner)[name]()
             results = save_seed(partial, settings, str(seed), runner.results)
             if args.commit:
-                commit_partial(partial, f"gains {args.name}: seed {seed}, {name} ({len(runner.results)} rows)")
+                message = f"gains {args.name}: seed {seed}, {runner.key(name)} ({len(runner.results)} rows)"
+                commit_partial(partial, message)
     rows = summary(results)
-    table = markdown_table(rows) + (
+    table = (markdown_table(rows) if rows else "No row has both its method and its baseline yet.") + (
         f"\n\nCIFAR-10 JPEG export (not comparable with published CIFAR-10 tables), {settings['subset']} "
         f"class-balanced training images, {settings['epochs']} epochs (DFAD: {settings['dfad_epochs']} data-free "
         f"epochs of {settings['dfad_batches_per_epoch']} steps; cGAN: {settings['gan_steps']} GAN updates), batch 128, "
@@ -618,6 +710,9 @@ def main() -> None:
         "= the interval lies above 0; 'this table agrees' = the paired interval of the paper's comparison lies on "
         "its side of 0 (yes), on the other (no), or holds 0 (not shown)." + plateau_note(results, settings)
     )
+    if "val_size" in settings:
+        table += f" {settings['val_size']} training images held out (before the subset is drawn) for val_acc."
+    table += variants_table(results)
     write_results(args.name, {"settings": settings, "seeds": sorted(results), "results": results, "rows": rows}, table)
 
 

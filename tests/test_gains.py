@@ -135,3 +135,40 @@ def test_each_claim_is_checked_on_its_own_pair_and_the_plateau_is_stated(gains) 
     results = {"0": {"vanilla ResNet-8": {"acc": 0.600}, gains.PLATEAU_ROW: {"acc": 0.612, "epochs": 45}}}
     note = gains.plateau_note(results, {"epochs": "30"})
     assert "60.00% at 30 epochs and 61.20% at 45" in note and "+1.20 points, NOT plateaued" in note
+
+
+def test_set_runs_a_row_with_other_settings_beside_its_defaults_and_val_size_holds_images_out(
+    gains, tmp_path, cifar_folder, monkeypatch
+) -> None:
+    """``--set "Hinton KD" temperature=1`` builds the module with T = 1 and records it under its own name; the
+    default row joins the same file later, without retraining the baseline; ``--val-size`` adds held-out accuracies.
+    """
+    temperatures = []
+
+    class RecordingKD(gains.HintonKD):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            temperatures.append(self.temperature)
+
+    monkeypatch.setattr(gains, "HintonKD", RecordingKD)
+    held_out = ("--val-size", "10")
+    first = run(gains, monkeypatch, cifar_folder, tmp_path, *held_out, "--set", "Hinton KD", "temperature=1")
+    assert temperatures == [1, 1]  # both seeds
+    for seed in ("0", "1"):
+        assert set(first["results"][seed]) == {"vanilla ResNet-8", "Hinton KD [temperature=1]"}
+        assert all(0 <= row["val_acc"] <= 1 for row in first["results"][seed].values())
+    baseline = first["results"]["0"]["vanilla ResNet-8"]
+    second = run(gains, monkeypatch, cifar_folder, tmp_path, *held_out)
+    assert temperatures == [1, 1, 4, 4]  # the module's default, T = 4
+    assert set(second["results"]["0"]) == {"vanilla ResNet-8", "Hinton KD", "Hinton KD [temperature=1]"}
+    assert second["results"]["0"]["vanilla ResNet-8"] == baseline  # not retrained
+    table = (tmp_path / "results" / "gains.md").read_text()
+    assert "| Hinton KD [temperature=1] |" in table and "10 training images held out" in table
+
+
+def test_set_refuses_rows_it_cannot_change_and_malformed_settings(gains) -> None:
+    with pytest.raises(SystemExit, match="the row must be one of"):
+        gains.parse_overrides([["DML", "temperature=1"]])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        gains.parse_overrides([["AT", "beta"]])
+    assert gains.parse_overrides([["AT", "beta=100", "p=2.0"]]) == {"AT": {"beta": 100, "p": 2.0}}
