@@ -131,6 +131,7 @@ def classification_keep_mask(
     min_confidence: float = 0.5,
     require_agreement: bool = True,
     keep_quantile: float | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """Which samples the teacher accepts for their conditioning class.
 
@@ -145,6 +146,10 @@ def classification_keep_mask(
         [True, False, True, False]
         >>> classification_keep_mask(probabilities, torch.tensor([0, 1, 1, 0]), 0.0, False, keep_quantile=0.5).tolist()
         [True, False, True, False]
+
+    With ``groups`` (each sample's conditioning label) the quantile is taken within each group: one cutoff per class,
+    as cGAN-KD's CIFAR-100 code sets it (``CIFAR-100/make_fake_datasets/main.py:498-509`` at 8fcb117, from a burn-in
+    draw of the class).
     """
     if not 0 <= min_confidence <= 1 or (keep_quantile is not None and not 0 < keep_quantile <= 1):
         raise ValueError(
@@ -156,7 +161,11 @@ def classification_keep_mask(
         keep &= probabilities.argmax(dim=1) == labels
     if keep_quantile is not None:
         cross_entropy = -confidence.clamp_min(1e-12).log()
-        keep &= cross_entropy < torch.quantile(cross_entropy, keep_quantile)
+        cutoff = torch.empty_like(cross_entropy)
+        for group in groups.unique() if groups is not None else [None]:
+            members = slice(None) if group is None else groups == group
+            cutoff[members] = torch.quantile(cross_entropy[members], keep_quantile)
+        keep &= cross_entropy < cutoff
     return keep
 
 
@@ -222,6 +231,7 @@ def synthesize(
     min_confidence: float = 0.5,
     require_agreement: bool = True,
     keep_quantile: float | None = None,
+    quantile_per_label: bool = False,
     tolerance: float | None = None,
     discriminator: nn.Module | None = None,
     max_per_label: int | None = None,
@@ -232,10 +242,11 @@ def synthesize(
 
     ``per_label`` samples are drawn for every conditioning label of :func:`label_grid`. With a ``discriminator``
     they are first subsampled by :func:`rejection_sampling_mask`. The teacher sees the ``uint8`` images (what is
-    saved) normalised as ``data``; classification keeps :func:`classification_keep_mask` and relabels with the
-    teacher's top class, regression keeps :func:`regression_keep_mask` (``tolerance`` in the data's units, e.g.
-    years: divided by ``data.target_scale``) and relabels with the teacher's prediction clipped to ``[0, 1]`` (as
-    cGAN-KD's ``--adjust``). ``max_per_label`` caps what is kept per conditioning label (cGAN-KD trains its students
+    saved) normalised as ``data``; classification keeps :func:`classification_keep_mask` (the ``keep_quantile`` cutoff
+    over all samples, or per class with ``quantile_per_label``) and relabels with the teacher's top class, regression
+    keeps :func:`regression_keep_mask` (``tolerance`` in the data's units, e.g. years: divided by
+    ``data.target_scale``) and relabels with the teacher's prediction clipped to ``[0, 1]`` (as cGAN-KD's
+    ``--adjust``). ``max_per_label`` caps what is kept per conditioning label (cGAN-KD trains its students
     on a fixed number of synthetic images per label).
     """
     task, scale = data.task, float(getattr(data, "target_scale", 1.0))
@@ -257,7 +268,12 @@ def synthesize(
         )
     if task == "classification":
         accepted = classification_keep_mask(
-            outputs.softmax(dim=1), labels[kept], min_confidence, require_agreement, keep_quantile
+            outputs.softmax(dim=1),
+            labels[kept],
+            min_confidence,
+            require_agreement,
+            keep_quantile,
+            labels[kept] if quantile_per_label else None,
         )
         relabelled = outputs.argmax(dim=1)
     else:
@@ -296,6 +312,7 @@ def run(
     min_confidence: float = 0.5,
     require_agreement: bool = True,
     keep_quantile: float | None = None,
+    quantile_per_label: bool = False,
     tolerance: float | None = None,
     subsampling: bool = False,
     max_per_label: int | None = None,
@@ -321,6 +338,8 @@ def run(
             quantile, pooled over the labels. cGAN-KD's code at 8fcb117 uses 0.9 for CIFAR-100, per class
             (``CIFAR-100/make_fake_datasets/scripts/run.sh:51``, cutoffs from a separate burn-in draw), and 0.7 for
             UTKFace (``UTKFace/scripts/run_gene_data.sh:6``); ``benchmarks/parity_cgan.py`` compares the two.
+        quantile_per_label: classification: one ``keep_quantile`` cutoff per class, as cGAN-KD's CIFAR-100 code (its
+            cutoff comes from a separate burn-in draw of the class, ours from the same samples); default pooled.
         tolerance: regression: largest ``|teacher - label|`` kept, in the data's units (years for UTKFace).
         subsampling: subsample first by discriminator rejection sampling (:func:`rejection_sampling_mask`).
         max_per_label: keep at most this many per conditioning label.
@@ -332,6 +351,8 @@ def run(
     """
     if data.task == "classification" and tolerance is not None:
         raise ValueError("tolerance applies to regression data; classification uses min_confidence/keep_quantile")
+    if quantile_per_label and (data.task != "classification" or keep_quantile is None):
+        raise ValueError("quantile_per_label applies to classification with a keep_quantile")
     if data.task == "regression" and tolerance is None and keep_quantile is None:
         raise ValueError("regression: set tolerance (in the data's units, e.g. years) and/or keep_quantile")
     if device == "auto":
@@ -357,6 +378,7 @@ def run(
         min_confidence=min_confidence,
         require_agreement=require_agreement,
         keep_quantile=keep_quantile,
+        quantile_per_label=quantile_per_label,
         tolerance=tolerance,
         discriminator=discriminator.to(target) if subsampling else None,
         max_per_label=max_per_label,
@@ -381,6 +403,7 @@ def run(
             "min_confidence": min_confidence if data.task == "classification" else None,
             "require_agreement": require_agreement if data.task == "classification" else None,
             "keep_quantile": keep_quantile,
+            "keep_quantile_scope": ("per label" if quantile_per_label else "pooled") if keep_quantile else None,
             "tolerance": tolerance,
             "relabel": "teacher top class" if data.task == "classification" else "teacher prediction clipped to [0, 1]",
         },

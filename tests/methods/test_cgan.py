@@ -169,6 +169,30 @@ def test_classification_filter_keeps_and_drops_hand_made_examples() -> None:
     assert kept.tolist() == [1, 0, 0, 0, 1]
 
 
+def test_classification_filter_takes_its_quantile_per_class_when_asked() -> None:
+    """Class 0's samples are confident (p 0.9, 0.8), class 1's are not (p 0.3, 0.2): cross-entropies 0.105, 0.223,
+    1.204, 1.609. Pooled, the median cutoff (0.223 + 1.204) / 2 keeps class 0 only; per class (cGAN-KD's CIFAR-100
+    code) each class keeps its better half."""
+    probabilities = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.8, 0.2]])
+    labels = torch.tensor([0, 0, 1, 1])
+    pooled = classification_keep_mask(probabilities, labels, 0.0, False, keep_quantile=0.5)
+    per_class = classification_keep_mask(probabilities, labels, 0.0, False, keep_quantile=0.5, groups=labels)
+    assert pooled.tolist() == [True, True, False, False]
+    assert per_class.tolist() == [True, False, True, False]
+
+
+def test_a_per_class_quantile_is_refused_where_it_has_no_classes_or_no_quantile(tmp_path: Path, utkface_folder) -> None:
+    from lit_kd.synthesis import run
+
+    utkface = UTKFaceDataModule(utkface_folder, use_cache=False)
+    options = dict(teacher=TinyNet(1), teacher_checkpoint="unused", output_dir=str(tmp_path), gan_checkpoint="unused")
+    with pytest.raises(ValueError, match="quantile_per_label applies to classification with a keep_quantile"):
+        run(data=utkface, keep_quantile=0.7, quantile_per_label=True, **options)
+    cifar = tiny_cifar(tmp_path)
+    with pytest.raises(ValueError, match="quantile_per_label applies to classification with a keep_quantile"):
+        run(data=cifar, quantile_per_label=True, **options)
+
+
 def test_regression_filter_keeps_samples_within_the_tolerance() -> None:
     predictions = torch.tensor([0.5, 0.25, 0.75, 0.125, 0.625])  # binary fractions: exact errors
     labels = torch.tensor([0.4375, 0.5, 0.75, 0.5, 0.5])  # errors 1/16, 1/4, 0, 3/8, 1/8
@@ -376,6 +400,7 @@ def test_tiny_classification_pipeline_gan_synthesis_then_kd_on_real_plus_synthet
             "--min_confidence=0.0",
             "--require_agreement=false",
             "--keep_quantile=0.5",  # an untrained teacher: keep the half it is surest about
+            "--quantile_per_label=true",  # one cutoff per class, as cGAN-KD's CIFAR-100 code
             "--subsampling=true",
         ]
     )
@@ -387,6 +412,7 @@ def test_tiny_classification_pipeline_gan_synthesis_then_kd_on_real_plus_synthet
     assert sum(c["kept"] for c in counts["per_label"].values()) == counts["kept"]
     assert synthetic.provenance["generator"]["sha256"] == file_sha256(gan_path)
     assert synthetic.provenance["filter"]["keep_quantile"] == 0.5
+    assert synthetic.provenance["filter"]["keep_quantile_scope"] == "per label"
 
     data = tiny_cifar(cifar_folder, synthetic_dir=tmp_path / "synthetic")
     student = HintonKD(TinyNet(), create_model("resnet8", num_classes=10), teacher_checkpoint=str(teacher_path))
