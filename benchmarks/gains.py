@@ -609,14 +609,20 @@ def plateau_note(results: dict[str, dict[str, Any]], settings: dict[str, str]) -
     return ""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options :class:`Runner` reads (data, weights, teacher, subset) and the seeds (benchmarks/outcome_parity.py
+    takes them too)."""
     parser.add_argument("--data-dir", type=Path, required=True, help="folder holding cifar10/ (the JPEG export)")
     parser.add_argument("--weights-dir", default=os.environ.get("LIT_KD_WEIGHTS"), help="the pretrained weights")
     parser.add_argument("--teacher-checkpoint", help="the adapted ResNet-56 (adapt_pretrained_resnet56 recipe)")
     parser.add_argument("--cache-dir", default=None, help="decoded-image cache (default ~/.cache/lit-kd)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--subset", type=int, default=5000, help="class-balanced training images per run")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_runner_arguments(parser)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--dfad-epochs", type=int, default=2)
     parser.add_argument("--dfad-batches-per-epoch", type=int, default=300, help="50 x (5 student + 1 generator) steps")

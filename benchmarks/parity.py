@@ -473,32 +473,74 @@ def repdistiller_side(
     return Official(Side(loss, optimized, compared, buffers), replicated)
 
 
+def repdistiller_feature_index(layer: str) -> int | str:
+    """RepDistiller's ``feat[i]`` of a zoo module path: the stem is 0, ``stages.i`` is ``i + 1`` (others unchanged)."""
+    return 0 if layer == "stem" else int(layer.split(".")[1]) + 1 if layer.startswith("stages.") else layer
+
+
+#: RepDistiller's flags (train_student.py: --distill, -r gamma, -a alpha, -b beta, --kd_T, --hint_layer) at a lit-kd
+#: module's settings, by module class: what helper/loops.py:train_distill reads from ``opt``
+REPDISTILLER_FLAGS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    HintonKD: lambda m: dict(distill="kd", gamma=m.ce_weight, alpha=m.kd_weight, beta=0.0, kd_T=m.temperature),
+    FitNets: lambda m: dict(
+        distill="hint",
+        gamma=1.0,
+        alpha=0.0,
+        beta=m.hint_weight,
+        kd_T=4.0,
+        hint_layer=repdistiller_feature_index(m.student_taps.layers[0]),
+    ),
+    AttentionTransfer: lambda m: dict(distill="attention", gamma=1.0, alpha=0.0, beta=m.beta, kd_T=4.0),
+}
+
+
+def repdistiller_flags(module: DistillationModule) -> types.SimpleNamespace:
+    """RepDistiller's training flags set to ``module``'s settings (:data:`REPDISTILLER_FLAGS`), as a namespace."""
+    for cls, flags in REPDISTILLER_FLAGS.items():
+        if isinstance(module, cls):
+            return namespace(**flags(module))
+    raise ValueError(
+        f"no RepDistiller flags for {type(module).__name__}; known: {[c.__name__ for c in REPDISTILLER_FLAGS]}"
+    )
+
+
 # Each official builder takes (checkout, problem, lit-kd module) and returns the official side, set to the module's
 # hyperparameters; the module's own auxiliary weights (regressor, embeddings) are copied into the official ones.
 def official_hinton(root: Path, problem: Problem, module: HintonKD) -> Official:
-    return repdistiller_side(root, problem, module.ce_weight, module.kd_weight, 0.0, module.temperature, "kd")
+    flags = repdistiller_flags(module)
+    return repdistiller_side(root, problem, flags.gamma, flags.alpha, flags.beta, flags.kd_T, flags.distill)
+
+
+def official_regressor(root: Path, module: FitNets, student_map: Tensor, teacher_map: Tensor) -> nn.Module:
+    """RepDistiller's ``ConvReg`` between the hint maps (``train_student.py:187``), with ``module``'s regressor weights.
+
+    The convolution's bias (lit-kd's has none) keeps its official initialisation: the BatchNorm after it cancels it.
+    """
+    util = import_official(root, "models/util.py")
+    regress = util.ConvReg(student_map.shape, teacher_map.shape)
+    lit_convolution, lit_norm = module.regressor.regressor[0], module.regressor.regressor[1]
+    copy_into(regress.conv.weight, lit_convolution.weight)
+    for name in ("weight", "bias"):
+        copy_into(getattr(regress.bn, name), getattr(lit_norm, name))
+    return regress
 
 
 def official_fitnets(root: Path, problem: Problem, module: FitNets) -> Official:
     hint = import_official(root, "distiller_zoo/FitNet.py")
-    util = import_official(root, "models/util.py")
-    hint_layer = 2  # --hint_layer (train_student.py:88); lit-kd's default is the middle stage, checked below
+    flags = repdistiller_flags(module)
+    hint_layer = flags.hint_layer  # --hint_layer (train_student.py:88, 2); lit-kd's default, the middle stage, is 2
     feats, _ = repdistiller_forward(problem.student_copy().eval(), problem.batches[0].images)
     feats_t, _ = repdistiller_forward(problem.teacher_copy(), problem.batches[0].images)
-    regress = util.ConvReg(feats[hint_layer].shape, feats_t[hint_layer].shape)  # train_student.py:187
-    lit_convolution, lit_norm = module.regressor.regressor[0], module.regressor.regressor[1]
-    copy_into(regress.conv.weight, lit_convolution.weight)  # the bias keeps its official init: BN cancels it
-    for name in ("weight", "bias"):
-        copy_into(getattr(regress.bn, name), getattr(lit_norm, name))
+    regress = official_regressor(root, module, feats[hint_layer], feats_t[hint_layer])
     criterion = hint.HintLoss()
     official = repdistiller_side(
         root,
         problem,
-        1.0,
-        0.0,
-        module.hint_weight,
-        4.0,
-        "hint",
+        flags.gamma,
+        flags.alpha,
+        flags.beta,
+        flags.kd_T,
+        flags.distill,
         lambda s, t, batch: criterion(regress(s[hint_layer]), t[hint_layer]),  # helper/loops.py:127-129
         [regress],
     )
@@ -523,14 +565,15 @@ def fitnets_auxiliary(module: FitNets) -> dict[str, Tensor]:
 def official_at_repdistiller(root: Path, problem: Problem, module: AttentionTransfer) -> Official:
     zoo_at = import_official(root, "distiller_zoo/AT.py")
     criterion = zoo_at.Attention(p=int(module.p))
+    flags = repdistiller_flags(module)
     return repdistiller_side(
         root,
         problem,
-        1.0,
-        0.0,
-        module.beta,
-        4.0,
-        "attention",
+        flags.gamma,
+        flags.alpha,
+        flags.beta,
+        flags.kd_T,
+        flags.distill,
         lambda s, t, batch: sum(criterion(s[1:-1], t[1:-1])),  # helper/loops.py:135-138
     )
 
@@ -780,7 +823,7 @@ def defaults_hinton(root: Path, module: HintonKD) -> list[Setting]:
 
 def defaults_fitnets(root: Path, module: FitNets) -> list[Setting]:
     layer = module.student_taps.layers[0]  # a module path; RepDistiller's feat[i] is the stem (0) or stage i
-    index = 0 if layer == "stem" else int(layer.split(".")[1]) + 1 if layer.startswith("stages.") else layer
+    index = repdistiller_feature_index(layer)
     return [
         script_setting("ce_weight (-r)", 1.0, root, "hint", "-r", "gamma"),
         script_setting("hint_weight (-b)", module.hint_weight, root, "hint", "-b", "beta"),

@@ -1,0 +1,209 @@
+"""benchmarks/outcome_parity.py on tiny data: it pairs with gains.py's rows, resumes, and refuses other settings.
+
+The "official" training loop here is a stand-in written in this test from the papers' definitions (Hinton et al.,
+2015: ``T^2 KL(p_t || p_s)``; Romero et al., 2015: a regressor and a squared error on the hint maps), saved as the files
+of a RepDistiller checkout (``helper/loops.py``, ``distiller_zoo/``, ``models/util.py``) and imported by path as the
+benchmark imports the real one. No official code is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lit_kd.models import create_model
+from lit_kd.runtime.memo import weights_hash
+from tests.test_gains import gains  # noqa: F401 (the fixture)
+from tests.test_gains import run as run_gains
+
+STAND_IN = {
+    "helper/loops.py": '''
+        import torch
+
+
+        def train_distill(epoch, train_loader, module_list, criterion_list, optimizer, opt):
+            """gamma CE + alpha KD (+ beta hint loss on the regressed map), one optimiser step per batch."""
+            for module in module_list:
+                module.train()
+            student, teacher = module_list[0], module_list[-1].eval()
+            total = 0.0
+            for images, targets, indices in train_loader:
+                features, logits = student(images, is_feat=True)
+                with torch.no_grad():
+                    teacher_features, teacher_logits = teacher(images, is_feat=True)
+                loss = opt.gamma * criterion_list[0](logits, targets)
+                loss = loss + opt.alpha * criterion_list[1](logits, teacher_logits)
+                if opt.distill == "hint":
+                    hint = module_list[1](features[opt.hint_layer])
+                    loss = loss + opt.beta * criterion_list[2](hint, teacher_features[opt.hint_layer])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss)
+            return 0.0, total / len(train_loader)
+    ''',
+    "distiller_zoo/KD.py": """
+        import torch
+        from torch import nn
+
+
+        class DistillKL(nn.Module):
+            def __init__(self, T):
+                super().__init__()
+                self.T = T
+
+            def forward(self, student_logits, teacher_logits):
+                log_p_student = torch.log_softmax(student_logits / self.T, dim=1)
+                p_teacher = torch.softmax(teacher_logits / self.T, dim=1)
+                return self.T**2 * (p_teacher * (torch.log(p_teacher) - log_p_student)).sum(dim=1).mean()
+    """,
+    "distiller_zoo/FitNet.py": """
+        from torch import nn
+
+
+        class HintLoss(nn.Module):
+            def forward(self, student_map, teacher_map):
+                return ((student_map - teacher_map) ** 2).mean()
+    """,
+    "models/util.py": """
+        from torch import nn
+
+
+        class ConvReg(nn.Module):
+            def __init__(self, s_shape, t_shape):
+                super().__init__()
+                self.conv = nn.Conv2d(s_shape[1], t_shape[1], kernel_size=1)
+                self.bn = nn.BatchNorm2d(t_shape[1])
+
+            def forward(self, x):
+                return self.bn(self.conv(x)).relu()
+    """,
+}
+METHODS = ("Hinton KD", "FitNets")
+METHOD_CLASSES = {"Hinton KD": "HintonKD", "FitNets": "FitNets"}  # their modules' names in gains.py
+
+
+def recording(cls: type, built: list[torch.nn.Module]) -> type:
+    """``cls``, keeping the student of every instance in ``built`` (lit-kd's methods: ``.student``; for
+    SupervisedModule, the network it is given)."""
+
+    class Recording(cls):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self.student)
+
+    Recording.__name__ = cls.__name__
+    return Recording
+
+
+def max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """The largest absolute difference between two networks' same-named parameters and floating-point buffers."""
+    tensors = b.state_dict()
+    return max(float((v - tensors[k]).abs().max()) for k, v in a.state_dict().items() if v.is_floating_point())
+
+
+@pytest.fixture
+def outcome(gains):  # noqa: F811 (test_gains.py's fixture: benchmarks/ importable, results under tmp_path)
+    """benchmarks/outcome_parity.py, beside gains.py as test_gains.py sets it up (a zoo teacher for the pretrained)."""
+    return importlib.import_module("outcome_parity")
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A stand-in RepDistiller checkout holding the hand-written loop and criteria."""
+    root = tmp_path / "RepDistiller"
+    for relative, source in STAND_IN.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(textwrap.dedent(source))
+    return root
+
+
+def run(outcome, monkeypatch, cifar_folder: Path, tmp_path: Path, checkout: Path, lit_kd: Path, *extra: str) -> dict:
+    argv = ["outcome_parity.py", "--data-dir", str(cifar_folder), "--reference", f"RepDistiller={checkout}"]
+    argv += ["--subset", "40", "--epochs", "1", "--seeds", "0", "1", "--methods", *METHODS]
+    argv += ["--lit-kd-results", str(lit_kd), "--partial-dir", str(tmp_path / "out"), "--cache-dir"]
+    argv += [str(tmp_path / "cache"), *extra]
+    monkeypatch.setattr(sys, "argv", argv)
+    outcome.main()
+    return json.loads((tmp_path / "results" / "outcome_parity.json").read_text())
+
+
+def test_pairs_with_gains_rows_resumes_and_refuses_other_settings(
+    outcome,
+    gains,  # noqa: F811 (the fixture)
+    tmp_path,
+    cifar_folder,
+    monkeypatch,
+    checkout,
+) -> None:
+    students = {"lit-kd": [], "official": []}  # the trained students, in the order the runs finish
+    for name in METHODS:  # gains.py's row modules, kept to read their students after training
+        cls = getattr(gains, METHOD_CLASSES[name])
+        monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
+    monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
+    lit_kd = run_gains(gains, monkeypatch, cifar_folder, tmp_path, "--rows", *METHODS)["results"]
+    lit_file = tmp_path / "out" / "gains.partial.json"
+    result = run(outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file)
+    # both sides ran (method, seed) in the same order; the same initial weights, batches and loss give the same step
+    order = [(name, seed) for name in METHODS for seed in (0, 1)]
+    for (name, seed), lit_student, official_student in zip(
+        order, students["lit-kd"], students["official"], strict=True
+    ):
+        pl.seed_everything(seed, verbose=False)
+        moved = max_difference(lit_student, create_model("resnet8", 10))  # from the initial weights
+        # float32 rounding only (FitNets' hint weight of 100 amplifies it: benchmarks/results/parity.md)
+        assert max_difference(lit_student, official_student) < 1e-2 * moved, (name, seed)
+    runs = result["results"]
+    for name in METHODS:
+        (row,) = [r for r in result["rows"] if r["method"] == name]
+        assert row["seeds paired"] == "0, 1" and row["not paired"] == "-"
+        for seed in ("0", "1"):
+            assert abs(runs[seed][name]["acc"] - lit_kd[seed][name]["acc"]) <= 1 / 40  # at most 1 test image
+            assert runs[seed][name]["teacher_weights"] == lit_kd[seed][name]["teacher_weights"]
+            pl.seed_everything(int(seed), verbose=False)
+            assert runs[seed][name]["student_init"] == weights_hash(create_model("resnet8", 10))  # as gains.py's
+        assert runs["0"][name]["subset_hash"] != runs["1"][name]["subset_hash"]  # each seed draws its own subset
+        assert runs["0"][name]["subset_verified"]
+        hint_lines = {18, 19} if name == "FitNets" else set()  # the stand-in loop's body ran, the hint for FitNets
+        assert set(runs["0"][name]["official_lines"]["helper/loops.py"]) == set(range(7, 25)) - {18, 19} | hint_lines
+    assert "models/util.py" in runs["0"]["FitNets"]["official_lines"]  # ConvReg built and run
+    assert runs["0"]["FitNets"]["flags"] == {
+        "distill": "hint",
+        "gamma": 1.0,
+        "alpha": 0.0,
+        "beta": 100.0,
+        "kd_T": 4.0,
+        "hint_layer": 2,
+    }
+    differences = [100 * (lit_kd[s]["Hinton KD"]["acc"] - runs[s]["Hinton KD"]["acc"]) for s in ("0", "1")]
+    (hinton,) = [r for r in result["rows"] if r["method"] == "Hinton KD"]
+    assert hinton["lit-kd − official (points)"] == f"{sum(differences) / 2:+.2f}"
+    assert (tmp_path / "results" / "outcome_parity.md").read_text().count("helper/loops.py") >= 2
+
+    # a second call finds every run done and trains nothing
+    partial = tmp_path / "out" / "outcome_parity.partial.json"
+    before = partial.read_text()
+    monkeypatch.setattr(outcome, "official_run", lambda *args: pytest.fail("a finished run was trained again"))
+    run(outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file)
+    assert partial.read_text() == before
+
+    # gains.py's results at another budget: refused before anything runs
+    other = tmp_path / "other.partial.json"
+    stored = json.loads(lit_file.read_text())
+    other.write_text(json.dumps({**stored, "settings": {**stored["settings"], "epochs": "2"}}))
+    with pytest.raises(SystemExit, match="epochs: 2 vs 1"):
+        run(outcome, monkeypatch, cifar_folder, tmp_path, checkout, other)
+    # another teacher for one seed's row: that seed is not paired
+    stored["results"]["1"]["Hinton KD"]["teacher_weights"] = "0123456789abcdef"
+    other.write_text(json.dumps(stored))
+    result = run(outcome, monkeypatch, cifar_folder, tmp_path, checkout, other, "--summarize-only")
+    (hinton,) = [r for r in result["rows"] if r["method"] == "Hinton KD"]
+    assert hinton["seeds paired"] == "0" and hinton["95% interval"] == "-" and hinton["target met"] == "not measured"
+    assert hinton["not paired"].startswith("seed 1: teacher differs: 0123456789abcdef vs ")
