@@ -249,8 +249,10 @@ class StudentModule(RuntimeModule):
         """The attribute path of the sample-weighted ``MeanMetric`` of evaluation loss ``key`` (made on first use)."""
         name = key.replace("/", "__").replace(".", "_")
         if name not in self.evaluation_means:
-            # a NaN loss is reported as NaN (torchmetrics' default would drop it and average the rest, with a warning)
-            self.evaluation_means[name] = MeanMetric(nan_strategy="disable").to(self.device)
+            # a NaN loss is reported as NaN: torchmetrics' default drops it and averages the rest (with a warning), and
+            # its "disable" drops the weights (torchmetrics 1.9 aggregation.py:106-107); a float strategy replaces a
+            # NaN by that float and keeps the weights, so NaN stays NaN
+            self.evaluation_means[name] = MeanMetric(nan_strategy=float("nan")).to(self.device)
         return f"evaluation_means.{name}"
 
     def update_and_log_metrics(self, stage: str, logits: Tensor, targets: Tensor) -> None:
