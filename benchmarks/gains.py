@@ -604,7 +604,7 @@ def plateau_note(results: dict[str, dict[str, Any]], settings: dict[str, str]) -
             return (
                 f" Plateau check (seed {seed}): the vanilla ResNet-8 reaches {base:.2f}% at {settings['epochs']} "
                 f"epochs and {stretched:.2f}% at {rows[PLATEAU_ROW]['epochs']} (the same schedule, stretched): "
-                f"{stretched - base:+.2f} points, {verdict} (< 1 point)."
+                f"{stretched - base:+.2f} points, {verdict} (the bar: under 1 point higher)."
             )
     return ""
 
