@@ -25,22 +25,26 @@ path, never copied), called once per epoch for Hinton KD, FitNets and AT with:
 
 The official run's last weights are tested on the full test split with lit-kd's metric (top-1, ``test/acc``). The
 lit-kd side is not re-run: its accuracies are gains.py's rows in ``--lit-kd-results`` (default
-``benchmarks/results/gains_converged.partial.json``), paired seed by seed only where the budget (subset, epochs, no
-held-out split) and the teacher's weights hash agree. Reported per method: per-seed accuracies, lit-kd minus official
-(points), its mean and 95% interval (Student's t), and whether the target holds (|mean| <= 1 point and the interval
-holds 0); the official lines that ran in the first epoch (traced). Resumable as gains.py: finished (method, seed) runs
-are kept in ``benchmarks/results/<name>.partial.json`` (``--commit`` commits that file after each run) and skipped.
+``benchmarks/results/gains_60_epochs.partial.json``, the plateau budget), paired seed by seed only where the budget
+(subset, epochs, no held-out split) and the teacher's weights hash agree. Reported per method: per-seed accuracies,
+lit-kd minus official (points), its mean and 95% interval (Student's t), and whether the target holds (|mean| <= 1
+point and the interval holds 0); the official lines that ran in the first epoch (traced). Resumable as gains.py:
+finished (method, seed) runs are kept in ``benchmarks/results/<name>.partial.json`` (``--commit`` commits that file
+after each run) and skipped.
 
-The campaign (3 methods x 3 seeds, each 30 epochs of 39 steps)::
+The campaign (3 methods x 3 seeds, each 60 epochs of 39 steps: the table's plateau budget)::
 
     python benchmarks/outcome_parity.py --data-dir /tmp/data --weights-dir /work/shared/weights \\
         --teacher-checkpoint /work/runs/checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt \\
-        --reference RepDistiller=/work/refs/RepDistiller --epochs 30 --threads 1 --commit
+        --reference RepDistiller=/work/refs/RepDistiller --threads 1 --commit
+
+(``--epochs 30 --lit-kd-results benchmarks/results/gains_converged.partial.json`` pairs with the 30-epoch rows.)
 
 Its duration, from a smoke run (``--epochs 2 --subset 640 --seeds 0``: 10 steps a method, 1 thread, on a 2-core
 machine shared with the gains campaign, load average 3.5 to 4): 0.79 to 0.88 s per official step (the traced first
-epoch no slower), so about 17 minutes a run (1,170 steps, the set-up and the test), about 2.6 hours for the 9 runs in
-one process. Seeds split across processes (``--seeds 0``, ``--seeds 1 2``) share the partial file, as gains.py's do.
+epoch no slower), so about 17 minutes a run at 30 epochs (1,170 steps, the set-up and the test) and about 34 at 60:
+about 5 hours for the 9 runs at 60 epochs in one process.
+Seeds split across processes (``--seeds 0``, ``--seeds 1 2``) share the partial file, as gains.py's do.
 Runs whose lit-kd row is not in gains.py's file yet are kept and paired later: ``--summarize-only`` re-reads it.
 """
 
@@ -87,7 +91,7 @@ from lit_kd.runtime.memo import image_hashes, weights_hash
 from lit_kd.runtime.optimization import with_lr_schedule
 
 TARGET_POINTS = 1.0  # |mean difference| at most this, and the 95% interval holds 0
-DEFAULT_LIT_KD_RESULTS = Path(__file__).parent / "results" / "gains_converged.partial.json"
+DEFAULT_LIT_KD_RESULTS = Path(__file__).parent / "results" / "gains_60_epochs.partial.json"
 #: the settings of gains.py's file that must equal this campaign's for a pair (besides the seed and teacher hash)
 PAIRED_SETTINGS = ("subset", "epochs")
 
@@ -423,7 +427,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_runner_arguments(parser)  # gains.py's: --data-dir, --weights-dir, --teacher-checkpoint, --cache-dir, ...
     parser.add_argument("--reference", required=True, metavar="RepDistiller=DIR", help="a RepDistiller checkout")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60, help="the budget of --lit-kd-results' rows")
     parser.add_argument("--methods", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lit-kd-results", type=Path, default=DEFAULT_LIT_KD_RESULTS, help="gains.py's partial file")
