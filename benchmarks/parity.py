@@ -1375,6 +1375,15 @@ def report(rows: list[dict], payload: dict) -> str:
     return "\n".join(lines)
 
 
+def defaults_text(defaults: list[dict]) -> str:
+    """A row's defaults as ``name lit-kd / official (`source`)``, those that differ in bold."""
+    return ", ".join(
+        f"{s['name']} {show(s['lit_kd'])} / {show(s['official'])} (`{s['source']}`)"
+        + ("" if s["matches"] else " **differs**")
+        for s in defaults
+    )
+
+
 def method_details(row: dict) -> list[str]:
     """The markdown section of one compared row: differences, noise floor, float64, defaults, adapter notes."""
     lines = [f"## {row['method']} ({row['reference']})", ""]
@@ -1405,12 +1414,7 @@ def method_details(row: dict) -> list[str]:
         f"- lit-kd's teacher (its BN-folded inference copy) differs from the plain teacher by "
         f"{row['teacher_copy_max_abs_logit_diff']:.1e} in the logits."
     )
-    defaults = ", ".join(
-        f"{s['name']} {show(s['lit_kd'])} / {show(s['official'])} (`{s['source']}`)"
-        + ("" if s["matches"] else " **differs**")
-        for s in row["defaults"]
-    )
-    lines.append(f"- defaults, lit-kd / official: {defaults}.")
+    lines.append(f"- defaults, lit-kd / official: {defaults_text(row['defaults'])}.")
     lines.append("- the adapter composes by hand: " + "; ".join(f"`{r}`" for r in row["adapter_replicates"]) + ".")
     for note in row["adapter_notes"]:
         lines.append(f"- {note}.")

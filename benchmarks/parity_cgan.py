@@ -62,7 +62,17 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as transforms
 from common import load_average, markdown_table, write_results
-from parity import NUMBER, Setting, checkout_commit, find_value, line_ranges, namespace, setting, summary_table
+from parity import (
+    NUMBER,
+    Setting,
+    checkout_commit,
+    defaults_text,
+    find_value,
+    line_ranges,
+    namespace,
+    setting,
+    summary_table,
+)
 from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm, trange
@@ -1290,12 +1300,7 @@ def row_details(row: dict[str, Any]) -> list[str]:
                 "`regression_keep_mask` applied to the official whole-year predictions disagrees with the official "
                 f"kept set on {result['lit_kd_mask_on_official_integer_errors_disagreements']} samples."
             )
-    defaults_text = ", ".join(
-        f"{s['name']} {show(s['lit_kd'])} / {show(s['official'])} (`{s['source']}`)"
-        + ("" if s["matches"] else " **differs**")
-        for s in row["defaults"]
-    )
-    lines.append(f"- defaults, lit-kd / official: {defaults_text}.")
+    lines.append(f"- defaults, lit-kd / official: {defaults_text(row['defaults'])}.")
     lines.append(
         "- official blocks executed by line range: "
         + "; ".join(f"`{e}`" for e in row["official_blocks_executed"])
