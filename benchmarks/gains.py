@@ -586,6 +586,14 @@ def save_seed(partial: Path, settings: dict[str, str], seed: str, rows: dict[str
     return results
 
 
+def set_aside_other_settings(partial: Path, settings: dict[str, str]) -> None:
+    """Move ``partial`` aside (timestamped) when it holds results at other settings: never mixed in, nor lost."""
+    if partial.is_file() and json.loads(partial.read_text()).get("settings") != settings:
+        kept = partial.with_name(f"{partial.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
+        partial.rename(kept)
+        print(f"{partial} held results at other settings: moved to {kept}", flush=True)
+
+
 def commit_partial(partial: Path, message: str) -> None:
     """Commit the partial results file alone (other staged or unstaged changes stay as they are)."""
     folder = partial.parent
@@ -682,10 +690,8 @@ def main() -> None:
     settings = {k: str(v) for k, v in vars(args).items() if k not in ignored}
     partial = args.partial_dir / f"{args.name}.partial.json"
     results: dict[str, dict[str, Any]] = {}
-    if partial.is_file() and not args.summarize_only and json.loads(partial.read_text()).get("settings") != settings:
-        kept = partial.with_name(f"{partial.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
-        partial.rename(kept)  # another budget's results are never mixed in, nor lost
-        print(f"{partial} held results at other settings: moved to {kept}", flush=True)
+    if not args.summarize_only:
+        set_aside_other_settings(partial, settings)
     if partial.is_file():
         results = json.loads(partial.read_text())["results"]  # resume a run that stopped: skip the rows it has
         settings = json.loads(partial.read_text())["settings"] if args.summarize_only else settings

@@ -68,7 +68,7 @@ from unittest import mock
 
 import torch
 from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
-from gains import Runner, add_runner_arguments, commit_partial, paired_interval, save_seed
+from gains import Runner, add_runner_arguments, commit_partial, paired_interval, save_seed, set_aside_other_settings
 from parity import (
     checkout_commit,
     import_official,
@@ -411,16 +411,9 @@ def shown_path(path: Path) -> str:
 
 
 def stored_results(partial: Path, settings: dict[str, str]) -> dict[str, dict]:
-    """The finished runs in ``partial``; a file from other settings is moved aside (never mixed in, nor lost)."""
-    if not partial.is_file():
-        return {}
-    stored = json.loads(partial.read_text())
-    if stored.get("settings") == settings:
-        return stored["results"]
-    kept = partial.with_name(f"{partial.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
-    partial.rename(kept)
-    print(f"{partial} held results at other settings: moved to {kept}", flush=True)
-    return {}
+    """The finished runs in ``partial`` (a file from other settings is set aside first, as gains.py does)."""
+    set_aside_other_settings(partial, settings)
+    return json.loads(partial.read_text())["results"] if partial.is_file() else {}
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ from parity import (
     find_value,
     line_ranges,
     namespace,
+    parse_references,
     setting,
     summary_table,
 )
@@ -1176,10 +1177,6 @@ def run(
 
 
 # ------------------------------------------------------------------------------------------------ report
-def show(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
 def detail_table(rows: list[dict[str, Any]]) -> str:
     """One line per comparison: samples, kept on each side, disagreements, targets, cutoffs."""
     table = []
@@ -1329,12 +1326,7 @@ def main() -> None:
     parser.add_argument("--skip-regression", action="store_true")
     parser.add_argument("--name", default="parity_cgan", help="results file name under benchmarks/results")
     args = parser.parse_args()
-    references = {}
-    for item in args.reference:
-        name, separator, folder = item.partition("=")
-        if not separator or name != REFERENCE or not Path(folder).expanduser().is_dir():
-            raise SystemExit(f"--reference {item!r}: expected {REFERENCE}=DIR with DIR a checkout of {REFERENCE_URL}")
-        references[name] = Path(folder).expanduser().resolve()
+    references = parse_references(args.reference)
     if REFERENCE not in references:
         raise SystemExit(f"give the official checkout: --reference {REFERENCE}=DIR (git clone {REFERENCE_URL})")
     root = references[REFERENCE]
