@@ -27,6 +27,11 @@ one W&B project, grouped by method and tagged with its seed and role (baseline /
     python benchmarks/gains.py --data-dir ~/data \
         --teacher-checkpoint checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt
 
+A run stopped part-way (a session's end, a kill) loses at most one epoch: each fit writes ``last.ckpt`` after every
+epoch under ``--output-dir``/resume (one folder per results file, settings and seed) and the same command continues it
+from there, exactly (``tests/test_gains.py``); the row then records ``resumed_at_epochs`` and the seconds of every
+part. The folder is removed once the row is in the partial file.
+
 Every row records the hash of the adapted teacher's weights (``teacher_weights``), so that a table continued in
 another session can show it used the same teacher. The adaptation run is deterministic on a given CPU ISA, not across
 ISAs: on an AVX-512 CPU it gives other weights (hash a96c3ef9b3ddc827 against 841f9beccf41549c, 2026-12-04) unless
@@ -38,9 +43,11 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -55,7 +62,7 @@ import torch
 import yaml
 from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
 
-from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule
+from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule, ResumableCheckpoint
 from lit_kd.checkpointing import load_network_weights
 from lit_kd.data import CIFAR10DataModule, DataFreeDataModule
 from lit_kd.methods import (
@@ -78,6 +85,30 @@ from lit_kd.methods import (
 from lit_kd.models import ConditionalGenerator, DFADGenerator, PretrainedNetwork, ProjectionDiscriminator, create_model
 from lit_kd.runtime.memo import weights_hash
 
+class TrainingClock(pl.Callback):
+    """Seconds of a fit, across stops: the seconds up to the last checkpoint travel in it and are added on resume.
+
+    The time spent after the last saved epoch by a run that was stopped is not counted: that epoch is trained again.
+    """
+
+    def __init__(self) -> None:
+        self.start, self.before = time.perf_counter(), 0.0
+        self.resumed_at_epoch: int | None = None
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.ckpt_path is not None:
+            self.resumed_at_epoch = trainer.current_epoch
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.before = state_dict["seconds"]
+
+
 #: two-sided 95% quantiles of Student's t by degrees of freedom
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -89,6 +120,7 @@ class Runner:
         self.args, self.seed = args, seed
         self.results: dict[str, Any] = {}
         self.validation: dict[str, float] = {}  # the last fit's held-out accuracy (with --val-size)
+        self.resumed: list[int] = []  # the epochs this row's fits resumed at (a stopped run continued)
 
     def key(self, name: str) -> str:
         """The name a row is recorded under: ``AT [beta=100]`` when ``--set`` changes its settings."""
@@ -132,11 +164,19 @@ class Runner:
         """Train ``module`` (seeded) and test its last weights: (test metrics, seconds of training)."""
         logger = self.logger(method, role)
         options = dict(max_epochs=epochs or self.args.epochs, logger=logger, limit_val_batches=0)
-        fit = quiet_trainer(accelerator="cpu", callbacks=list(callbacks), **{**options, **trainer})
+        clock, saving, last = TrainingClock(), [], None
+        if self.resume_dir() is not None:  # last.ckpt after every epoch: a stopped row resumes from its last epoch
+            folder = self.resume_dir() / f"{method} ({role})".replace("/", "-")
+            last = folder / "last.ckpt" if (folder / "last.ckpt").is_file() else None
+            saving = [ResumableCheckpoint(dirpath=folder, save_last=True, save_top_k=0, save_on_train_epoch_end=True)]
+            options["enable_checkpointing"] = True
+        fit = quiet_trainer(accelerator="cpu", callbacks=[*callbacks, clock, *saving], **{**options, **trainer})
         data = data if data is not None else self.data()
-        start = time.perf_counter()
-        fit.fit(module, data)
-        seconds = time.perf_counter() - start
+        fit.fit(module, data, ckpt_path=last)
+        seconds = clock.seconds()
+        if last is not None:
+            self.resumed.append(clock.resumed_at_epoch)
+            print(f"seed {self.seed}: {method} ({role}) resumed at epoch {clock.resumed_at_epoch}", flush=True)
         self.validation = {}
         if self.args.val_size and getattr(data, "val_size", 0):  # the last weights on the held-out split
             (held_out,) = quiet_trainer(accelerator="cpu", logger=False).validate(module, data, verbose=False)
@@ -145,6 +185,15 @@ class Runner:
         if logger:
             logger.experiment.finish()
         return {key: float(value) for key, value in metrics.items()}, seconds
+
+    def resume_dir(self) -> Path | None:
+        """Where this seed's fits keep their last epoch until the row is recorded (``None``: not kept).
+
+        One folder per results file, budget and ``--set`` settings (``args.run_id``) and seed, so a fit resumes only
+        a fit of the same row at the same settings; :func:`main` removes it once the row is in the partial file.
+        """
+        run_id = getattr(self.args, "run_id", None)
+        return None if run_id is None else self.args.output_dir / "resume" / run_id / f"seed {self.seed}"
 
     def seeded(self, build: Callable[[], Any]) -> Any:
         pl.seed_everything(self.seed, verbose=False)
@@ -183,8 +232,10 @@ class Runner:
             "load": load_average(),
             "threads": self.args.threads,
             "teacher_weights": self.teacher_weights(),  # a later session's re-made teacher must match this
+            **({"resumed_at_epochs": self.resumed} if self.resumed else {}),
             **extra,
         }
+        self.resumed = []
         print(f"seed {self.seed}: {name}: {100 * accuracy:.2f}% in {seconds:.0f} s", flush=True)
 
     # ----------------------------------------------------------------------------------------- baselines
@@ -688,6 +739,9 @@ def main() -> None:
     ignored += ("val_size",) if not args.val_size else ()  # files from before the option keep their settings
     ignored += ("no_teacher_memo",)  # the memo gives the same teacher logits: float32, the same batches
     settings = {k: str(v) for k, v in vars(args).items() if k not in ignored}
+    if not args.summarize_only:  # names the folder where fits keep their last epoch (Runner.resume_dir)
+        identity = json.dumps([settings, args.overrides], sort_keys=True).encode()
+        args.run_id = f"{args.name}-{hashlib.sha256(identity).hexdigest()[:12]}"
     partial = args.partial_dir / f"{args.name}.partial.json"
     results: dict[str, dict[str, Any]] = {}
     if not args.summarize_only:
@@ -709,6 +763,7 @@ def main() -> None:
                 runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
             teacher_rows(runner)[name]()
             results = save_seed(partial, settings, str(seed), runner.results)
+            shutil.rmtree(runner.resume_dir(), ignore_errors=True)  # recorded: its fits need not resume
             if args.commit:
                 message = f"gains {args.name}: seed {seed}, {runner.key(name)} ({len(runner.results)} rows)"
                 commit_partial(partial, message)

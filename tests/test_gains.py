@@ -172,3 +172,44 @@ def test_set_refuses_rows_it_cannot_change_and_malformed_settings(gains) -> None
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         gains.parse_overrides([["AT", "beta"]])
     assert gains.parse_overrides([["AT", "beta=100", "p=2.0"]]) == {"AT": {"beta": 100, "p": 2.0}}
+
+
+def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run(
+    gains, tmp_path, cifar_folder, monkeypatch
+) -> None:
+    """A fit killed after its first epoch (its last.ckpt written, the row not yet recorded) continues from that epoch
+    when the command is run again, and records the accuracy the same row reaches unstopped, with the first part's
+    seconds included; once recorded, the row's checkpoints are removed."""
+    budget = ("--epochs", "2", "--seeds", "0", "--rows", "Hinton KD")
+    unstopped = run(gains, monkeypatch, cifar_folder, tmp_path, *budget)["results"]["0"]["Hinton KD"]
+    (tmp_path / "out" / "gains.partial.json").unlink()
+
+    class Killed(RuntimeError):
+        pass
+
+    class KilledAtSecondEpoch(gains.TrainingClock):
+        state_key = "TrainingClock"  # its state is the plain clock's, for the resumed run to read
+
+        def on_train_epoch_start(self, trainer, module) -> None:
+            if trainer.current_epoch == 1:
+                raise Killed
+
+    monkeypatch.setattr(gains, "TrainingClock", KilledAtSecondEpoch)
+    with pytest.raises(Killed):
+        run(gains, monkeypatch, cifar_folder, tmp_path, *budget)
+    (kept,) = (tmp_path / "out" / "resume").glob("gains-*/seed 0/Hinton KD (method)/last.ckpt")
+    checkpoint = torch.load(kept, weights_only=False)
+    assert checkpoint["epoch"] == 0 and checkpoint["callbacks"]["TrainingClock"]["seconds"] > 0
+    checkpoint["callbacks"]["TrainingClock"]["seconds"] = 1000.0  # a first part the second cannot be mistaken for
+    torch.save(checkpoint, kept)
+    monkeypatch.undo()  # the plain clock again, and the fixture's patches again below
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(gains.Runner, "teacher", lambda self, name="cifar10_resnet56": fixed_teacher())
+    common = importlib.import_module("common")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(gains, "write_results", common.write_results)
+    resumed = run(gains, monkeypatch, cifar_folder, tmp_path, *budget)["results"]["0"]["Hinton KD"]
+    assert resumed["acc"] == unstopped["acc"]
+    assert resumed["resumed_at_epochs"] == [1] and "resumed_at_epochs" not in unstopped
+    assert 1000 < resumed["seconds"] < 1000 + unstopped["seconds"] + 60  # the first part's seconds, then the second's
+    assert not kept.parent.exists()
