@@ -85,6 +85,7 @@ from lit_kd.methods import (
 from lit_kd.models import ConditionalGenerator, DFADGenerator, PretrainedNetwork, ProjectionDiscriminator, create_model
 from lit_kd.runtime.memo import weights_hash
 
+
 class TrainingClock(pl.Callback):
     """Seconds of a fit, across stops: the seconds up to the last checkpoint travel in it and are added on resume.
 
