@@ -295,6 +295,10 @@ class Runner:
         self.record(name, accuracies[f"ResNet-{depths[0]}"], seconds, networks=accuracies)
 
     # ------------------------------------------------------------------------------------------ data-free
+    def budget(self, row: str) -> dict[str, str]:
+        """The row's own budget options (``ROW_BUDGETS``) as this run sets them, to record with the row."""
+        return {option: str(getattr(self.args, option)) for option in ROW_BUDGETS[row]}
+
     def dfad(self) -> None:
         def build() -> DataFreeAdversarialDistillation:
             generator = DFADGenerator(latent_dim=256, base_channels=32, image_size=32)
@@ -316,7 +320,11 @@ class Runner:
         untrained = self.seeded(lambda: SupervisedModule(create_model("resnet8", 10)))
         (random,) = quiet_trainer(accelerator="cpu").test(untrained, self.data(), verbose=False)
         self.record(
-            "DFAD (no real training image)", metrics["test/acc"], seconds, untrained_acc=float(random["test/acc"])
+            "DFAD (no real training image)",
+            metrics["test/acc"],
+            seconds,
+            untrained_acc=float(random["test/acc"]),
+            budget=self.budget("DFAD (no real training image)"),
         )
 
     # ------------------------------------------------------------------------------------------- cGAN-KD
@@ -327,7 +335,9 @@ class Runner:
         fraction = dict(train_fraction=0.1, subset_size=None)
         real = self.seeded(lambda: HintonKD(create_model("resnet8", 10), self.teacher(), **self.teacher_kwargs()))
         metrics, seconds = self.fit_test(real, "cGAN-KD (10% labels)", role="baseline", data=self.data(**fraction))
-        self.record("KD, 10% labels, real only", metrics["test/acc"], seconds)
+        self.record(
+            "KD, 10% labels, real only", metrics["test/acc"], seconds, budget=self.budget("cGAN-KD (10% labels)")
+        )
 
         gan = self.seeded(
             lambda: ConditionalGAN(
@@ -364,6 +374,7 @@ class Runner:
             seconds + synthesis_seconds,
             synthetic_images=len(targets),
             gan_and_synthesis_seconds=synthesis_seconds,
+            budget=self.budget("cGAN-KD (10% labels)"),
         )
 
 
@@ -450,6 +461,22 @@ TABLE_ROWS = [
     ("DFAD (no real training image)", "DFAD (no real training image)", "DFAD untrained student"),
     ("cGAN-KD, 10% labels: real + synthetic", "cGAN-KD, 10% labels, real + synthetic", "KD, 10% labels, real only"),
 ]
+
+
+#: options that set one row's own budget (the data-free and the GAN rows), not the table's: each of those rows records
+#: its values (``budget``), so that a file at the table's budget can take those rows at any budget stated there
+ROW_BUDGETS = {
+    "DFAD (no real training image)": ("dfad_epochs", "dfad_batches_per_epoch", "dfad_batch_size"),
+    "cGAN-KD (10% labels)": ("gan_steps", "gan_channels", "gan_per_label", "gan_max_per_label"),
+}
+#: the result a row is recorded under, where it is not the row's own name
+RECORDED_AS = {"cGAN-KD (10% labels)": "cGAN-KD, 10% labels, real + synthetic"}
+
+
+def table_settings(settings: dict[str, str]) -> dict[str, str]:
+    """The settings every row of a results file shares (its identity): without the rows' own budgets."""
+    own = {option for options in ROW_BUDGETS.values() for option in options}
+    return {key: value for key, value in settings.items() if key not in own}
 
 
 #: the plateau probe's row: run for the first seed only
@@ -632,15 +659,20 @@ def save_seed(partial: Path, settings: dict[str, str], seed: str, rows: dict[str
     with open(partial.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = json.loads(partial.read_text()) if partial.is_file() else {}
-        results = stored.get("results", {}) if stored.get("settings") == settings else {}
+        same_table = table_settings(stored.get("settings", {})) == table_settings(settings)
+        results = stored.get("results", {}) if same_table else {}
         results[seed] = rows
-        partial.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+        kept = (
+            stored["settings"] if same_table else settings
+        )  # as written first (a file of older rows may name budgets)
+        partial.write_text(json.dumps({"settings": kept, "results": results}, indent=1))
     return results
 
 
 def set_aside_other_settings(partial: Path, settings: dict[str, str]) -> None:
     """Move ``partial`` aside (timestamped) when it holds results at other settings: never mixed in, nor lost."""
-    if partial.is_file() and json.loads(partial.read_text()).get("settings") != settings:
+    stored = json.loads(partial.read_text()).get("settings", {}) if partial.is_file() else None
+    if stored is not None and table_settings(stored) != table_settings(settings):
         kept = partial.with_name(f"{partial.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
         partial.rename(kept)
         print(f"{partial} held results at other settings: moved to {kept}", flush=True)
@@ -653,6 +685,41 @@ def commit_partial(partial: Path, message: str) -> None:
     done = subprocess.run(["git", "commit", "-q", "-m", message, "--", partial.name], cwd=folder, check=False)
     if done.returncode != 0:  # e.g. another git command held the index: the next row's commit carries this one
         print(f"could not commit {partial} now (git exit status {done.returncode})", flush=True)
+
+
+def done(runner: Runner, name: str, stored_settings: dict[str, str]) -> bool:
+    """Whether this seed has row ``name`` already, at this run's settings (a row's own budget included).
+
+    A row recorded at another budget of its own stops the run: it would be neither kept nor mixed in silently.
+    """
+    recorded = runner.results.get(runner.key(RECORDED_AS.get(name, name)))
+    if recorded is None:
+        return False
+    if name in ROW_BUDGETS:
+        before = recorded.get(
+            "budget", {k: stored_settings.get(k) for k in ROW_BUDGETS[name]}
+        )  # older rows: the file's
+        if before != runner.budget(name):
+            raise SystemExit(
+                f"seed {runner.seed}: {name} is recorded at {before}, this run asks for {runner.budget(name)}: "
+                "run it with those options, or under another --name"
+            )
+    return True
+
+
+def budgets_note(results: dict[str, dict[str, Any]], settings: dict[str, str]) -> str:
+    """The own budgets of the DFAD and cGAN rows in ``results``, as their rows record them (older rows: the file's)."""
+    parts = []
+    for name, described in (
+        ("DFAD (no real training image)", "DFAD: {dfad_epochs} data-free epochs of {dfad_batches_per_epoch} steps"),
+        ("cGAN-KD (10% labels)", "cGAN: {gan_steps} GAN updates"),
+    ):
+        key, options = RECORDED_AS.get(name, name), ROW_BUDGETS[name]
+        budgets = [
+            rows[key].get("budget", {k: settings.get(k) for k in options}) for rows in results.values() if key in rows
+        ]
+        parts += sorted({described.format(**budget) for budget in budgets})
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def plateau_note(results: dict[str, dict[str, Any]], settings: dict[str, str]) -> str:
@@ -747,9 +814,13 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     if not args.summarize_only:
         set_aside_other_settings(partial, settings)
+    if args.summarize_only and not partial.is_file():
+        raise SystemExit(f"--summarize-only: no partial results at {partial}")
+    stored_settings = settings
     if partial.is_file():
         results = json.loads(partial.read_text())["results"]  # resume a run that stopped: skip the rows it has
-        settings = json.loads(partial.read_text())["settings"] if args.summarize_only else settings
+        stored_settings = json.loads(partial.read_text())["settings"]
+        settings = stored_settings if args.summarize_only else settings
     # row by row, every seed of a row before the next row (the rows most users read first: --rows in its order)
     runners = {seed: Runner(args, seed) for seed in ([] if args.summarize_only else args.seeds)}
     for seed, runner in runners.items():
@@ -758,7 +829,7 @@ def main() -> None:
     order = [name for name in args.rows if name in order] if args.rows else order
     for name in order:
         for seed, runner in runners.items():
-            if runner.key(name) in runner.results or (name == PLATEAU_ROW and seed != args.seeds[0]):
+            if done(runner, name, stored_settings) or (name == PLATEAU_ROW and seed != args.seeds[0]):
                 continue
             if name == "self-distillation (born-again, 1 generation)" and not hasattr(runner, "parent"):
                 runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
@@ -771,8 +842,7 @@ def main() -> None:
     rows = summary(results)
     table = (markdown_table(rows) if rows else "No row has both its method and its baseline yet.") + (
         f"\n\nCIFAR-10 JPEG export (not comparable with published CIFAR-10 tables), {settings['subset']} "
-        f"class-balanced training images, {settings['epochs']} epochs (DFAD: {settings['dfad_epochs']} data-free "
-        f"epochs of {settings['dfad_batches_per_epoch']} steps; cGAN: {settings['gan_steps']} GAN updates), batch 128, "
+        f"class-balanced training images, {settings['epochs']} epochs{budgets_note(results, settings)}, batch 128, "
         f"seeds {sorted(results)} (each seeds the run and the data); accuracy of the last weights on the full test "
         "split; gain = paired difference to the baseline of the same seed, 95% interval from Student's t; 'gain shown' "
         "= the interval lies above 0; 'this table agrees' = the paired interval of the paper's comparison lies on "

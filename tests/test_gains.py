@@ -213,3 +213,39 @@ def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run
     assert resumed["resumed_at_epochs"] == [1] and "resumed_at_epochs" not in unstopped
     assert 1000 < resumed["seconds"] < 1000 + unstopped["seconds"] + 60  # the first part's seconds, then the second's
     assert not kept.parent.exists()
+
+
+def test_the_data_free_rows_own_budget_is_recorded_with_it_and_is_not_the_tables(
+    gains, tmp_path, cifar_folder, monkeypatch
+) -> None:
+    """DFAD at a budget of its own joins a file of rows at the table's budget (the file is not set aside), records
+    that budget and states it under the table; asking for the row at another budget stops rather than mixing."""
+    run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0")
+    dfad = ("--seeds", "0", "--rows", "DFAD (no real training image)", "--dfad-batch-size", "8")
+    result = run(
+        gains, monkeypatch, cifar_folder, tmp_path, *dfad, "--dfad-epochs", "1", "--dfad-batches-per-epoch", "2"
+    )
+    rows = result["results"]["0"]
+    assert {"vanilla ResNet-8", "Hinton KD", "DFAD (no real training image)"} <= set(rows)
+    budget = {"dfad_epochs": "1", "dfad_batches_per_epoch": "2", "dfad_batch_size": "8"}
+    assert rows["DFAD (no real training image)"]["budget"] == budget
+    assert "(DFAD: 1 data-free epochs of 2 steps)" in (tmp_path / "results" / "gains.md").read_text()
+    with pytest.raises(SystemExit, match="is recorded at .*'dfad_epochs': '1'"):
+        run(gains, monkeypatch, cifar_folder, tmp_path, *dfad, "--dfad-epochs", "3", "--dfad-batches-per-epoch", "2")
+
+
+def test_a_row_recorded_under_another_name_counts_as_done(gains, tmp_path) -> None:
+    """The cGAN-KD row is recorded as its two results: a second run must find it done, at its own budget only."""
+    args = gains.argparse.Namespace(overrides={}, gan_steps=1000, gan_channels=32, gan_per_label=1000)
+    args.gan_max_per_label = 500
+    runner = gains.Runner(args, 0)
+    assert not gains.done(runner, "cGAN-KD (10% labels)", {})
+    budget = {"gan_steps": "1000", "gan_channels": "32", "gan_per_label": "1000", "gan_max_per_label": "500"}
+    runner.results = {"cGAN-KD, 10% labels, real + synthetic": {"acc": 0.5, "budget": budget}}
+    assert gains.done(runner, "cGAN-KD (10% labels)", {})
+    runner.results["cGAN-KD, 10% labels, real + synthetic"]["budget"] = {**budget, "gan_steps": "4000"}
+    with pytest.raises(SystemExit, match="'gan_steps': '4000'"):
+        gains.done(runner, "cGAN-KD (10% labels)", {})
+    # a row from before budgets were recorded is read at its file's settings
+    del runner.results["cGAN-KD, 10% labels, real + synthetic"]["budget"]
+    assert gains.done(runner, "cGAN-KD (10% labels)", {**budget, "subset": "5000"})
