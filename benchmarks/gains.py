@@ -164,20 +164,10 @@ class Runner:
     ) -> tuple[dict, float]:
         """Train ``module`` (seeded) and test its last weights: (test metrics, seconds of training)."""
         logger = self.logger(method, role)
-        options = dict(max_epochs=epochs or self.args.epochs, logger=logger, limit_val_batches=0)
-        clock, saving, last = TrainingClock(), [], None
-        if self.resume_dir() is not None:  # last.ckpt after every epoch: a stopped row resumes from its last epoch
-            folder = self.resume_dir() / f"{method} ({role})".replace("/", "-")
-            last = folder / "last.ckpt" if (folder / "last.ckpt").is_file() else None
-            saving = [ResumableCheckpoint(dirpath=folder, save_last=True, save_top_k=0, save_on_train_epoch_end=True)]
-            options["enable_checkpointing"] = True
-        fit = quiet_trainer(accelerator="cpu", callbacks=[*callbacks, clock, *saving], **{**options, **trainer})
         data = data if data is not None else self.data()
-        fit.fit(module, data, ckpt_path=last)
-        seconds = clock.seconds()
-        if last is not None:
-            self.resumed.append(clock.resumed_at_epoch)
-            print(f"seed {self.seed}: {method} ({role}) resumed at epoch {clock.resumed_at_epoch}", flush=True)
+        seconds = self.fit(
+            module, method, role, data, callbacks, max_epochs=epochs or self.args.epochs, logger=logger, **trainer
+        )
         self.validation = {}
         if self.args.val_size and getattr(data, "val_size", 0):  # the last weights on the held-out split
             (held_out,) = quiet_trainer(accelerator="cpu", logger=False).validate(module, data, verbose=False)
@@ -186,6 +176,24 @@ class Runner:
         if logger:
             logger.experiment.finish()
         return {key: float(value) for key, value in metrics.items()}, seconds
+
+    def fit(
+        self, module: pl.LightningModule, method: str, role: str, data: Any, callbacks: tuple = (), **trainer: Any
+    ) -> float:
+        """Train ``module`` (resuming a stopped fit of this row, ``method`` and ``role``): seconds of training."""
+        options = dict(logger=False, limit_val_batches=0)
+        clock, saving, last = TrainingClock(), [], None
+        if self.resume_dir() is not None:  # last.ckpt after every epoch: a stopped row resumes from its last epoch
+            folder = self.resume_dir() / f"{method} ({role})".replace("/", "-")
+            last = folder / "last.ckpt" if (folder / "last.ckpt").is_file() else None
+            saving = [ResumableCheckpoint(dirpath=folder, save_last=True, save_top_k=0, save_on_train_epoch_end=True)]
+            options["enable_checkpointing"] = True
+        fit = quiet_trainer(accelerator="cpu", callbacks=[*callbacks, clock, *saving], **{**options, **trainer})
+        fit.fit(module, data, ckpt_path=last)
+        if last is not None:
+            self.resumed.append(clock.resumed_at_epoch)
+            print(f"seed {self.seed}: {method} ({role}) resumed at epoch {clock.resumed_at_epoch}", flush=True)
+        return clock.seconds()
 
     def resume_dir(self) -> Path | None:
         """Where this seed's fits keep their last epoch until the row is recorded (``None``: not kept).
@@ -328,6 +336,16 @@ class Runner:
         )
 
     # ------------------------------------------------------------------------------------------- cGAN-KD
+    def gan(self) -> tuple[ConditionalGAN, CIFAR10DataModule]:
+        """cGAN-KD's class-conditional GAN (seeded) and its data: the labelled 10% of the training split, uncropped."""
+        gan = self.seeded(
+            lambda: ConditionalGAN(
+                ConditionalGenerator(10, 32, latent_dim=128, base_channels=self.args.gan_channels, embed_dim=128),
+                ProjectionDiscriminator(10, 32, base_channels=self.args.gan_channels, embed_dim=128),
+            )
+        )
+        return gan, self.data(train_fraction=0.1, subset_size=None, batch_size=64, crop_padding=0)
+
     def cgan_kd(self) -> None:
         from lit_kd.data import save_synthetic_set
         from lit_kd.synthesis import synthesize
@@ -339,17 +357,11 @@ class Runner:
             "KD, 10% labels, real only", metrics["test/acc"], seconds, budget=self.budget("cGAN-KD (10% labels)")
         )
 
-        gan = self.seeded(
-            lambda: ConditionalGAN(
-                ConditionalGenerator(10, 32, latent_dim=128, base_channels=self.args.gan_channels, embed_dim=128),
-                ProjectionDiscriminator(10, 32, base_channels=self.args.gan_channels, embed_dim=128),
-            )
+        gan, gan_data = self.gan()
+        gan_seconds = self.fit(
+            gan, "cGAN-KD (10% labels)", "GAN", gan_data, max_steps=self.args.gan_steps, max_epochs=-1
         )
-        gan_data = self.data(**fraction, batch_size=64, crop_padding=0)
         start = time.perf_counter()
-        quiet_trainer(accelerator="cpu", max_steps=self.args.gan_steps, max_epochs=-1, limit_val_batches=0).fit(
-            gan, gan_data
-        )
         teacher = self.adapted_teacher()
         images, targets, counts = synthesize(
             gan.generator.eval(),
@@ -363,7 +375,7 @@ class Runner:
         )
         folder = Path(tempfile.mkdtemp()) / "synthetic"
         save_synthetic_set(folder, images, targets, {"task": "classification", "num_classes": 10, "counts": counts})
-        synthesis_seconds = time.perf_counter() - start
+        synthesis_seconds = gan_seconds + time.perf_counter() - start
         module = self.seeded(lambda: HintonKD(create_model("resnet8", 10), self.teacher(), **self.teacher_kwargs()))
         metrics, seconds = self.fit_test(
             module, "cGAN-KD (10% labels)", data=self.data(**fraction, synthetic_dir=folder)

@@ -249,3 +249,17 @@ def test_a_row_recorded_under_another_name_counts_as_done(gains, tmp_path) -> No
     # a row from before budgets were recorded is read at its file's settings
     del runner.results["cGAN-KD, 10% labels, real + synthetic"]["budget"]
     assert gains.done(runner, "cGAN-KD (10% labels)", {**budget, "subset": "5000"})
+
+
+def test_the_cgan_row_runs_end_to_end_once(gains, tmp_path, cifar_folder, monkeypatch) -> None:
+    """The cGAN-KD row (GAN, filter, KD on real and on real + synthetic) records both results with its budget; run
+    again, it is found done and nothing is retrained."""
+    gan = ("--gan-steps", "4", "--gan-per-label", "5", "--gan-max-per-label", "5", "--gan-channels", "8")
+    result = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "cGAN-KD (10% labels)", *gan)
+    rows = result["results"]["0"]
+    assert rows["cGAN-KD, 10% labels, real + synthetic"]["budget"]["gan_steps"] == "4"
+    assert rows["KD, 10% labels, real only"]["budget"] == rows["cGAN-KD, 10% labels, real + synthetic"]["budget"]
+    partial = tmp_path / "out" / "gains.partial.json"
+    before = partial.read_text()
+    run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "cGAN-KD (10% labels)", *gan)
+    assert partial.read_text() == before
