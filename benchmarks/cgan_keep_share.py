@@ -49,22 +49,24 @@ class KeepShare(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step
-        if step % self.every or str(step) in self.done:
+        if (step % self.every and step != trainer.max_steps) or str(step) in self.done:
             return
+        clock = next(c for c in trainer.callbacks if type(c).__name__ == "TrainingClock")
+        measuring = sum(row["filter_seconds"] for row in self.done.values() if row["gan_steps"] < step)
+        training_seconds = clock.seconds() - measuring  # the GAN's own time: the measurements so far taken out
         start = time.perf_counter()
         _, targets, counts = synthesize(
             module.generator, self.teacher, self.data, {}, per_label=self.per_label, min_confidence=MIN_CONFIDENCE
         )
         module.generator.train()  # synthesize put it in eval mode; the GAN trains on
         generated = sum(count["generated"] for count in counts.values())
-        clock = next(c for c in trainer.callbacks if type(c).__name__ == "TrainingClock")
         self.done[str(step)] = {
             "gan_steps": step,
             "generated": generated,
             "kept": len(targets),
             "share": len(targets) / generated,
             "kept_per_class": {label: count["kept"] for label, count in counts.items()},
-            "training_seconds": clock.seconds(),
+            "training_seconds": training_seconds,
             "filter_seconds": time.perf_counter() - start,
             "load": load_average(),
         }
@@ -98,11 +100,12 @@ def main() -> None:
     settings |= {k: str(getattr(args, k)) for k in ("gan_steps", "gan_channels", "per_label", "every")}
     args.run_id = f"{args.name}-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
     partial = args.partial_dir / f"{args.name}.partial.json"
-    set_aside_other_settings(partial, settings)
+    exactly = dict  # this file's settings are all the probe's own: compared whole (gains.py sets budgets apart)
+    set_aside_other_settings(partial, settings, identity=exactly)
     stored = json.loads(partial.read_text())["results"].get(str(seed), {}) if partial.is_file() else {}
 
     def save() -> None:
-        save_seed(partial, settings, str(seed), stored)
+        save_seed(partial, settings, str(seed), stored, identity=exactly)
         if args.commit:
             commit_partial(partial, f"{args.name}: seed {seed}, {len(stored)} shares")
 

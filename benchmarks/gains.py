@@ -89,19 +89,15 @@ from lit_kd.runtime.memo import weights_hash
 class TrainingClock(pl.Callback):
     """Seconds of a fit, across stops: the seconds up to the last checkpoint travel in it and are added on resume.
 
-    The time spent after the last saved epoch by a run that was stopped is not counted: that epoch is trained again.
+    The time a stopped run spent after its last checkpoint (the end of an epoch; the step reached, on SIGTERM) is
+    not counted: that part is trained again.
     """
 
     def __init__(self) -> None:
         self.start, self.before = time.perf_counter(), 0.0
-        self.resumed_at_epoch: int | None = None
 
     def seconds(self) -> float:
         return self.before + time.perf_counter() - self.start
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.ckpt_path is not None:
-            self.resumed_at_epoch = trainer.current_epoch
 
     def state_dict(self) -> dict[str, float]:
         return {"seconds": self.seconds()}
@@ -121,7 +117,8 @@ class Runner:
         self.args, self.seed = args, seed
         self.results: dict[str, Any] = {}
         self.validation: dict[str, float] = {}  # the last fit's held-out accuracy (with --val-size)
-        self.resumed: list[int] = []  # the epochs this row's fits resumed at (a stopped run continued)
+        self.resumed: dict[str, int] = {}  # this row's fits that continued a stopped run: the step each resumed at
+        self.folders: list[Path] = []  # this row's fits' checkpoint folders (removed once the row is recorded)
 
     def key(self, name: str) -> str:
         """The name a row is recorded under: ``AT [beta=100]`` when ``--set`` changes its settings."""
@@ -185,14 +182,15 @@ class Runner:
         clock, saving, last = TrainingClock(), [], None
         if self.resume_dir() is not None:  # last.ckpt after every epoch: a stopped row resumes from its last epoch
             folder = self.resume_dir() / f"{method} ({role})".replace("/", "-")
+            self.folders.append(folder)
             last = folder / "last.ckpt" if (folder / "last.ckpt").is_file() else None
+            if last is not None:  # where it resumes: the step its last checkpoint holds
+                self.resumed[folder.name] = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+                print(f"seed {self.seed}: {folder.name} resumes at step {self.resumed[folder.name]}", flush=True)
             saving = [ResumableCheckpoint(dirpath=folder, save_last=True, save_top_k=0, save_on_train_epoch_end=True)]
             options["enable_checkpointing"] = True
         fit = quiet_trainer(accelerator="cpu", callbacks=[*callbacks, clock, *saving], **{**options, **trainer})
         fit.fit(module, data, ckpt_path=last)
-        if last is not None:
-            self.resumed.append(clock.resumed_at_epoch)
-            print(f"seed {self.seed}: {method} ({role}) resumed at epoch {clock.resumed_at_epoch}", flush=True)
         return clock.seconds()
 
     def resume_dir(self) -> Path | None:
@@ -241,10 +239,10 @@ class Runner:
             "load": load_average(),
             "threads": self.args.threads,
             "teacher_weights": self.teacher_weights(),  # a later session's re-made teacher must match this
-            **({"resumed_at_epochs": self.resumed} if self.resumed else {}),
+            **({"resumed_at_steps": self.resumed} if self.resumed else {}),
             **extra,
         }
-        self.resumed = []
+        self.resumed = {}
         print(f"seed {self.seed}: {name}: {100 * accuracy:.2f}% in {seconds:.0f} s", flush=True)
 
     # ----------------------------------------------------------------------------------------- baselines
@@ -662,16 +660,23 @@ def variants_table(results: dict[str, dict[str, Any]]) -> str:
     return f"\n\n{title}:\n\n" + markdown_table(lines)
 
 
-def save_seed(partial: Path, settings: dict[str, str], seed: str, rows: dict[str, Any]) -> dict[str, Any]:
+def save_seed(
+    partial: Path,
+    settings: dict[str, str],
+    seed: str,
+    rows: dict[str, Any],
+    identity: Callable[[dict[str, str]], dict[str, str]] = table_settings,
+) -> dict[str, Any]:
     """Store one seed's rows in the partial file, keeping the other seeds' (runs of other seeds may share the file).
 
     Returns every seed's results as stored. A lock file serialises the read-merge-write of processes running
-    different seeds side by side (``--seeds 1`` and ``--seeds 2`` with ``--threads 1`` each).
+    different seeds side by side (``--seeds 1`` and ``--seeds 2`` with ``--threads 1`` each). Files are the same
+    table when ``identity`` of their settings agree (by default :func:`table_settings`: the rows' own budgets aside).
     """
     with open(partial.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = json.loads(partial.read_text()) if partial.is_file() else {}
-        same_table = table_settings(stored.get("settings", {})) == table_settings(settings)
+        same_table = identity(stored.get("settings", {})) == identity(settings)
         results = stored.get("results", {}) if same_table else {}
         results[seed] = rows
         kept = (
@@ -681,10 +686,13 @@ def save_seed(partial: Path, settings: dict[str, str], seed: str, rows: dict[str
     return results
 
 
-def set_aside_other_settings(partial: Path, settings: dict[str, str]) -> None:
-    """Move ``partial`` aside (timestamped) when it holds results at other settings: never mixed in, nor lost."""
+def set_aside_other_settings(
+    partial: Path, settings: dict[str, str], identity: Callable[[dict[str, str]], dict[str, str]] = table_settings
+) -> None:
+    """Move ``partial`` aside (timestamped) when it holds results at other settings (compared by ``identity``, as
+    :func:`save_seed`): never mixed in, nor lost."""
     stored = json.loads(partial.read_text()).get("settings", {}) if partial.is_file() else None
-    if stored is not None and table_settings(stored) != table_settings(settings):
+    if stored is not None and identity(stored) != identity(settings):
         kept = partial.with_name(f"{partial.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json")
         partial.rename(kept)
         print(f"{partial} held results at other settings: moved to {kept}", flush=True)
@@ -847,14 +855,17 @@ def main() -> None:
                 runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
             teacher_rows(runner)[name]()
             results = save_seed(partial, settings, str(seed), runner.results)
-            shutil.rmtree(runner.resume_dir(), ignore_errors=True)  # recorded: its fits need not resume
+            for folder in runner.folders:  # recorded: its fits need not resume (other rows' stopped fits stay)
+                shutil.rmtree(folder, ignore_errors=True)
+            runner.folders = []
             if args.commit:
                 message = f"gains {args.name}: seed {seed}, {runner.key(name)} ({len(runner.results)} rows)"
                 commit_partial(partial, message)
     rows = summary(results)
+    budgets = budgets_note(results, stored_settings)
     table = (markdown_table(rows) if rows else "No row has both its method and its baseline yet.") + (
         f"\n\nCIFAR-10 JPEG export (not comparable with published CIFAR-10 tables), {settings['subset']} "
-        f"class-balanced training images, {settings['epochs']} epochs{budgets_note(results, settings)}, batch 128, "
+        f"class-balanced training images, {settings['epochs']} epochs{budgets}, batch 128, "
         f"seeds {sorted(results)} (each seeds the run and the data); accuracy of the last weights on the full test "
         "split; gain = paired difference to the baseline of the same seed, 95% interval from Student's t; 'gain shown' "
         "= the interval lies above 0; 'this table agrees' = the paired interval of the paper's comparison lies on "

@@ -178,10 +178,19 @@ def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run
     gains, tmp_path, cifar_folder, monkeypatch
 ) -> None:
     """A fit killed after its first epoch (its last.ckpt written, the row not yet recorded) continues from that epoch
-    when the command is run again, and records the accuracy the same row reaches unstopped, with the first part's
-    seconds included; once recorded, the row's checkpoints are removed."""
-    budget = ("--epochs", "2", "--seeds", "0", "--rows", "Hinton KD")
+    when the command is run again and ends with the weights the same row reaches unstopped, recording the step it
+    resumed at and the first part's seconds; once recorded, the row's checkpoints are removed."""
+    students = []
+
+    class RecordingKD(gains.HintonKD):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            students.append(self.student)
+
+    monkeypatch.setattr(gains, "HintonKD", RecordingKD)
+    budget = ("--epochs", "3", "--seeds", "0", "--rows", "Hinton KD")
     unstopped = run(gains, monkeypatch, cifar_folder, tmp_path, *budget)["results"]["0"]["Hinton KD"]
+    unstopped_weights = students[-1].state_dict()
     (tmp_path / "out" / "gains.partial.json").unlink()
 
     class Killed(RuntimeError):
@@ -194,6 +203,7 @@ def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run
             if trainer.current_epoch == 1:
                 raise Killed
 
+    clock = gains.TrainingClock
     monkeypatch.setattr(gains, "TrainingClock", KilledAtSecondEpoch)
     with pytest.raises(Killed):
         run(gains, monkeypatch, cifar_folder, tmp_path, *budget)
@@ -202,15 +212,12 @@ def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run
     assert checkpoint["epoch"] == 0 and checkpoint["callbacks"]["TrainingClock"]["seconds"] > 0
     checkpoint["callbacks"]["TrainingClock"]["seconds"] = 1000.0  # a first part the second cannot be mistaken for
     torch.save(checkpoint, kept)
-    monkeypatch.undo()  # the plain clock again, and the fixture's patches again below
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    monkeypatch.setattr(gains.Runner, "teacher", lambda self, name="cifar10_resnet56": fixed_teacher())
-    common = importlib.import_module("common")
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
-    monkeypatch.setattr(gains, "write_results", common.write_results)
+    monkeypatch.setattr(gains, "TrainingClock", clock)
     resumed = run(gains, monkeypatch, cifar_folder, tmp_path, *budget)["results"]["0"]["Hinton KD"]
+    resumed_weights = students[-1].state_dict()
+    assert all(torch.equal(unstopped_weights[k], resumed_weights[k]) for k in unstopped_weights)
     assert resumed["acc"] == unstopped["acc"]
-    assert resumed["resumed_at_epochs"] == [1] and "resumed_at_epochs" not in unstopped
+    assert resumed["resumed_at_steps"] == {"Hinton KD (method)": 1} and "resumed_at_steps" not in unstopped
     assert 1000 < resumed["seconds"] < 1000 + unstopped["seconds"] + 60  # the first part's seconds, then the second's
     assert not kept.parent.exists()
 
