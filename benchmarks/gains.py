@@ -125,9 +125,13 @@ class Runner:
         settings = self.args.overrides.get(name)
         return f"{name} [{', '.join(f'{k}={v}' for k, v in settings.items())}]" if settings else name
 
-    def kwargs(self, name: str) -> dict[str, Any]:
-        """The module settings ``--set`` gives row ``name`` (none by default: the module's defaults)."""
-        return self.args.overrides.get(name, {})
+    def kwargs(self, name: str, part: str = "") -> dict[str, Any]:
+        """The settings ``--set`` gives row ``name``: the module's, or with ``part`` those of ``part.KEY`` (BSS's
+        ``mining.max_samples``: its mining callback's). None by default: the defaults."""
+        settings = self.args.overrides.get(name, {})
+        if part:
+            return {key.removeprefix(f"{part}."): v for key, v in settings.items() if key.startswith(f"{part}.")}
+        return {key: value for key, value in settings.items() if "." not in key}
 
     # -------------------------------------------------------------------------------------------- helpers
     def data(self, **overrides: Any) -> CIFAR10DataModule:
@@ -410,7 +414,7 @@ def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
         "BSS": lambda: runner.distill(
             "BSS",
             lambda s, t: BSSDistillation(s, t, **teacher, **memo, **runner.kwargs("BSS")),
-            (BoundarySampleMining(),),
+            (BoundarySampleMining(**runner.kwargs("BSS", "mining")),),
         ),
         "FitNets": lambda: runner.distill("FitNets", lambda s, t: FitNets(s, t, **teacher, **runner.kwargs("FitNets"))),
         "AT": lambda: runner.distill("AT", lambda s, t: AttentionTransfer(s, t, **teacher, **runner.kwargs("AT"))),
@@ -793,7 +797,8 @@ def main() -> None:
         default=[],
         metavar=("ROW", "KEY=VALUE"),
         help="run ROW with these module settings (YAML values), recorded as 'ROW [KEY=VALUE, ...]' beside the row "
-        f"with its defaults; ROW one of {', '.join(SETTABLE_ROWS)}. E.g. --set AT beta=100 --rows AT",
+        f"with its defaults; ROW one of {', '.join(SETTABLE_ROWS)}. E.g. --set AT beta=100 --rows AT. BSS's mining "
+        "callback takes mining.KEY=VALUE (mining.max_samples=0: no boundary samples, the ablation)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/gains"))

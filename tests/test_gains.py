@@ -270,3 +270,30 @@ def test_the_cgan_row_runs_end_to_end_once(gains, tmp_path, cifar_folder, monkey
     before = partial.read_text()
     run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "cGAN-KD (10% labels)", *gan)
     assert partial.read_text() == before
+
+
+def test_set_reaches_the_bss_mining_callback(gains, tmp_path, cifar_folder, monkeypatch) -> None:
+    """``--set BSS mining.max_samples=0``: the row's BoundarySampleMining gets it (the module does not), recorded as
+    its own row."""
+    built = []
+
+    class RecordingMining(gains.BoundarySampleMining):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            built.append(self.max_samples)
+
+    monkeypatch.setattr(gains, "BoundarySampleMining", RecordingMining)
+    result = run(
+        gains,
+        monkeypatch,
+        cifar_folder,
+        tmp_path,
+        "--seeds",
+        "0",
+        "--rows",
+        "BSS",
+        "--set",
+        "BSS",
+        "mining.max_samples=0",
+    )
+    assert built == [0] and "BSS [mining.max_samples=0]" in result["results"]["0"]

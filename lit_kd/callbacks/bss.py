@@ -187,7 +187,9 @@ class BoundarySampleMining(pl.Callback):
     ``max_epochs``, or its ``max_steps`` when ``max_epochs`` is not set.
 
     Args:
-        max_samples: most base samples attacked per batch (official ``attack_size = 64``, ``:23``).
+        max_samples: most base samples attacked per batch (official ``attack_size = 64``, ``:23``). ``0``: none, so
+            BSS trains on its clean-sample terms alone, with the same schedule: an ablation of the boundary samples
+            (ours).
         num_steps: attack steps (official 10, ``:71``).
         step_size: length of a step per unit of the teacher's logit margin (official ``step_alpha = 0.3``, ``:71``).
         clamp_range: bounds of the attacked images in normalised input space. ``"image"`` (default): the valid
@@ -209,8 +211,9 @@ class BoundarySampleMining(pl.Callback):
         num_epochs: int | None = None,
         num_steps_total: int | None = None,
     ) -> None:
+        if max_samples < 0:
+            raise ValueError(f"BoundarySampleMining: max_samples must be >= 0, got {max_samples}")
         for name, value in (
-            ("max_samples", max_samples),
             ("num_steps", num_steps),
             ("num_epochs", num_epochs or 1),
             ("num_steps_total", num_steps_total or 1),
@@ -312,7 +315,7 @@ class BoundarySampleMining(pl.Callback):
     def mine(
         self, teacher: nn.Module, images: Tensor, targets: Tensor, teacher_logits: Tensor, student_logits: Tensor
     ) -> BoundarySamples | None:
-        """Boundary supporting samples of one batch, or ``None`` when there are none (or ``boundary_weight`` is 0).
+        """Boundary supporting samples of one batch, or ``None`` (``boundary_weight`` or ``max_samples`` 0, none).
 
         Args:
             teacher: the frozen teacher (in eval mode), called directly: the attack needs input gradients.
@@ -321,7 +324,7 @@ class BoundarySampleMining(pl.Callback):
             teacher_logits: the teacher's logits on ``images`` (already computed for the KD term).
             student_logits: the student's logits on ``images`` (used detached, to rank base samples).
         """
-        if not self.boundary_weight > 0:
+        if not self.boundary_weight > 0 or self.max_samples == 0:
             return None
         if self._totals is None:
             raise RuntimeError("BoundarySampleMining.mine() runs during training, after on_train_epoch_start")

@@ -469,3 +469,19 @@ def test_schedule_is_counted_in_steps_when_the_trainer_has_only_max_steps(tmp_pa
     mining = BoundarySampleMining.find(trainer)
     assert mining.num_steps_total == 8 and mining.num_epochs is None
     assert recorder.weights == [bss_weights(step, 8) for step in range(1, 9)]
+
+
+def test_max_samples_0_leaves_the_clean_sample_terms_alone(tmp_path: Path) -> None:
+    """The ablation: no boundary sample is mined, and the loss is BSS's cross-entropy plus its weighted KD term."""
+    module = make_bss(tmp_path, student=colour_teacher(sharpness=20.0))  # base samples exist (see the test above)
+    mining = attached_mining(module, epoch=0, num_epochs=4, max_samples=0)
+    module.student.eval()
+    images = torch.randn(8, 3, 32, 32)
+    targets = module.teacher(images).argmax(1)
+    losses, logits = module.training_losses(images, targets)
+    r, r_bss = bss_weights(1, 4)
+    assert r_bss > 0 and mining.latest is None and losses["boundary_kd"] == 0
+    kd = soft_cross_entropy(logits, module.teacher(images), 3.0)
+    torch.testing.assert_close(losses["loss"], torch.nn.functional.cross_entropy(logits, targets) + r * kd)
+    with pytest.raises(ValueError, match="max_samples must be >= 0"):
+        BoundarySampleMining(max_samples=-1)
