@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 
 import pytest
 import torch
 
-from tests.support.paths import BENCHMARKS
-from tests.test_gains import fixed_teacher
+from tests.support.benchmarks import benchmark_script
 
 
 @pytest.fixture
 def probe(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    common = importlib.import_module("common")
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
-    module = importlib.import_module("cgan_keep_share")
-    monkeypatch.setattr(module, "write_results", common.write_results)
-    monkeypatch.setattr(module.Runner, "teacher", lambda self, name="cifar10_resnet56": fixed_teacher())
-    return module
+    """benchmarks/cgan_keep_share.py, writing its results under tmp_path, with a zoo teacher."""
+    return benchmark_script("cgan_keep_share", tmp_path, monkeypatch)
 
 
 def test_the_share_is_measured_every_n_updates_without_changing_the_gan(probe, tmp_path, cifar_folder, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import statistics
 import sys
@@ -11,27 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_kd.models import create_model
-from tests.support.paths import BENCHMARKS
+from tests.support.benchmarks import benchmark_script
 
 
 @pytest.fixture
 def gains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """benchmarks/gains.py, writing its results under tmp_path, with a zoo teacher instead of the pretrained one."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    common = importlib.import_module("common")
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
-    module = importlib.import_module("gains")
-    monkeypatch.setattr(module, "write_results", common.write_results)
-    monkeypatch.setattr(module.Runner, "teacher", lambda self, name="cifar10_resnet56": fixed_teacher())
-    return module
-
-
-def fixed_teacher() -> torch.nn.Module:
-    """The same ResNet-14 every time (as the pretrained teacher is), whatever the global random state."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return create_model("resnet14", 10)
+    return benchmark_script("gains", tmp_path, monkeypatch)
 
 
 def run(gains, monkeypatch: pytest.MonkeyPatch, cifar_folder: Path, tmp_path: Path, *extra: str) -> dict:
