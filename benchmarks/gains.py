@@ -29,8 +29,8 @@ one W&B project, grouped by method and tagged with its seed and role (baseline /
 
 A run stopped part-way (a session's end, a kill) loses at most one epoch: each fit writes ``last.ckpt`` after every
 epoch under ``--output-dir``/resume (one folder per results file, settings and seed) and the same command continues it
-from there, exactly (``tests/test_gains.py``); the row then records ``resumed_at_epochs`` and the seconds of every
-part. The folder is removed once the row is in the partial file.
+from there, exactly (``tests/test_gains.py``); the row then records ``resumed_at_steps`` and the seconds of every
+part. The row's folders are removed once it is in the partial file.
 
 Every row records the hash of the adapted teacher's weights (``teacher_weights``), so that a table continued in
 another session can show it used the same teacher. The adaptation run is deterministic on a given CPU ISA, not across
@@ -201,7 +201,7 @@ class Runner:
         """Where this seed's fits keep their last epoch until the row is recorded (``None``: not kept).
 
         One folder per results file, budget and ``--set`` settings (``args.run_id``) and seed, so a fit resumes only
-        a fit of the same row at the same settings; :func:`main` removes it once the row is in the partial file.
+        a fit of the same row at the same settings; :func:`main` removes a row's fit folders once it is recorded.
         """
         run_id = getattr(self.args, "run_id", None)
         return None if run_id is None else self.args.output_dir / "resume" / run_id / f"seed {self.seed}"
