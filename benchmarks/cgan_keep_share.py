@@ -20,7 +20,6 @@ in ``benchmarks/results/<name>.partial.json`` (``--commit`` commits that file af
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from common import load_average, markdown_table, quiet_benchmark, write_results
-from gains import Runner, add_runner_arguments, commit_partial, save_seed, set_aside_other_settings
+from gains import Runner, add_runner_arguments, commit_partial, run_id, save_seed, set_aside_other_settings
 
 from lit_kd.synthesis import synthesize
 
@@ -98,7 +97,7 @@ def main() -> None:
         k: str(v) for k, v in vars(args).items() if k in ("data_dir", "weights_dir", "teacher_checkpoint", "subset")
     }
     settings |= {k: str(getattr(args, k)) for k in ("gan_steps", "gan_channels", "per_label", "every")}
-    args.run_id = f"{args.name}-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}"
+    args.run_id = run_id(args.name, settings)
     partial = args.partial_dir / f"{args.name}.partial.json"
     exactly = dict  # this file's settings are all the probe's own: compared whole (gains.py sets budgets apart)
     set_aside_other_settings(partial, settings, identity=exactly)

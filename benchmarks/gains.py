@@ -711,6 +711,11 @@ def commit_partial(partial: Path, message: str) -> None:
         print(f"could not commit {partial} now (git exit status {done.returncode})", flush=True)
 
 
+def run_id(name: str, *identity: Any) -> str:
+    """``NAME-<hash>``: the folder name of one results file's fits at these settings (``Runner.resume_dir``)."""
+    return f"{name}-{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]}"
+
+
 def done(runner: Runner, name: str, stored_settings: dict[str, str]) -> bool:
     """Whether this seed has row ``name`` already, at this run's settings (a row's own budget included).
 
@@ -833,8 +838,7 @@ def main() -> None:
     ignored += ("no_teacher_memo",)  # the memo gives the same teacher logits: float32, the same batches
     settings = {k: str(v) for k, v in vars(args).items() if k not in ignored}
     if not args.summarize_only:  # names the folder where fits keep their last epoch (Runner.resume_dir)
-        identity = json.dumps([settings, args.overrides], sort_keys=True).encode()
-        args.run_id = f"{args.name}-{hashlib.sha256(identity).hexdigest()[:12]}"
+        args.run_id = run_id(args.name, settings, args.overrides)
     partial = args.partial_dir / f"{args.name}.partial.json"
     results: dict[str, dict[str, Any]] = {}
     if not args.summarize_only:
