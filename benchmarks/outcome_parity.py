@@ -1,19 +1,30 @@
-"""Outcome parity with the authors' code: lit-kd's test accuracy against the official training loop's, at one budget.
+"""Outcome parity with the authors' code: lit-kd's test accuracy against the official training code's, at one budget.
 
 Step parity (``benchmarks/parity.py``) shows that lit-kd's losses take the official code's optimiser steps; this shows
-that whole runs end where the official code's end. The official side is RepDistiller's own training epoch,
-``helper/loops.py: train_distill`` (Tian et al., 2020; checkout named by ``--reference RepDistiller=DIR``, imported by
-path, never copied), called once per epoch for Hinton KD, FitNets and AT with:
+that whole runs end where the official code's end. The official code is read from the checkouts named by
+``--reference NAME=DIR`` (imported by path, never copied):
+
+* Hinton KD, FitNets and AT: RepDistiller's own training epoch, ``helper/loops.py: train_distill`` (Tian et al.,
+  2020), called once per epoch (below);
+* DKD (mdistiller), KD + logit standardisation (logit-standardization-KD) and DIST (DIST_KD): the official loss
+  objects that run both networks themselves (the distiller's ``forward_train``, DIST's ``KDLoss``), built by
+  ``parity.py``'s adapters at lit-kd's settings, called once per batch in the four lines their trainers run
+  (:func:`loss_epoch`: clear gradients, loss, backward, step). Their trainers are monolithic (yacs configs, CUDA,
+  logging), so their loops are restated, cited, and the loss code is what runs.
+
+Both kinds get:
 
 * the batches of lit-kd's run of the same seed: gains.py's DataModule (``Runner.data``: ``--subset`` class-balanced
   images, batch 128, seeded by the run's seed), its sampler epoch set and its crop/flip draws made by the DataModule's
   own ``on_after_batch_transfer``, as ``(images, targets, indices)`` (what ``train_distill`` unpacks); the subset's
   image hashes are checked against the subset that data seed draws;
-* ``module_list`` = [the student, (FitNets: the official ``models/util.py: ConvReg``), the teacher], each network
-  behind RepDistiller's ``model(x, is_feat=True, preact=False)``; ``criterion_list`` = [``nn.CrossEntropyLoss``,
-  the official ``DistillKL(kd_T)``, the official criterion (``DistillKL``, ``HintLoss``, ``Attention``)]; ``opt``
-  with ``--distill``, ``-r``, ``-a``, ``-b``, ``--kd_T``, ``--hint_layer`` at lit-kd's defaults
-  (``parity.repdistiller_flags``);
+* for RepDistiller's loop: ``module_list`` = [the student, (FitNets: the official ``models/util.py: ConvReg``), the
+  teacher], each network behind RepDistiller's ``model(x, is_feat=True, preact=False)``; ``criterion_list`` =
+  [``nn.CrossEntropyLoss``, the official ``DistillKL(kd_T)``, the official criterion (``DistillKL``, ``HintLoss``,
+  ``Attention``)]; ``opt`` with ``--distill``, ``-r``, ``-a``, ``-b``, ``--kd_T``, ``--hint_layer`` at lit-kd's
+  defaults (``parity.repdistiller_flags``); for the per-batch losses: the settings of gains.py's rows (DKD's and
+  DIST's defaults, whose sources ``benchmarks/results/parity.md`` lists; KD + LS at ``gains.LOGIT_STANDARDISATION``),
+  and DKD's warm-up read from the epoch counted from 1, as mdistiller's trainer counts it;
 * lit-kd's optimiser and schedule (SGD 0.1 Nesterov, momentum 0.9, weight decay 5e-4, cosine to 0 stepped after every
   optimiser step: the module's own ``build_optimizer`` and ``with_lr_schedule``), so that the two sides differ only by
   the code that computes and applies the loss;
@@ -32,11 +43,12 @@ point and the interval holds 0); the official lines that ran in the first epoch 
 finished (method, seed) runs are kept in ``benchmarks/results/<name>.partial.json`` (``--commit`` commits that file
 after each run) and skipped.
 
-The campaign (3 methods x 3 seeds, each 60 epochs of 39 steps: the table's plateau budget)::
+The campaign (6 methods x 3 seeds, each 60 epochs of 39 steps: the table's plateau budget)::
 
     python benchmarks/outcome_parity.py --data-dir /tmp/data --weights-dir /work/shared/weights \\
         --teacher-checkpoint /work/runs/checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt \\
-        --reference RepDistiller=/work/refs/RepDistiller --threads 1 --commit
+        --reference RepDistiller=/work/refs/RepDistiller mdistiller=/work/refs/mdistiller \\
+        DIST_KD=/work/refs/DIST_KD logit-standardization-KD=/work/refs/logit-standardization-KD --threads 1 --commit
 
 (``--epochs 30 --lit-kd-results benchmarks/results/gains_converged.partial.json`` pairs with the 30-epoch rows.)
 
@@ -68,11 +80,22 @@ from unittest import mock
 
 import torch
 from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
-from gains import Runner, add_runner_arguments, commit_partial, paired_interval, save_seed, set_aside_other_settings
+from gains import (
+    LOGIT_STANDARDISATION,
+    Runner,
+    add_runner_arguments,
+    commit_partial,
+    paired_interval,
+    save_seed,
+    set_aside_other_settings,
+)
 from parity import (
     checkout_commit,
+    dist_criterion,
     import_official,
     line_ranges,
+    mdistiller_dkd,
+    mdistiller_ls_kd,
     namespace,
     official_regressor,
     parse_references,
@@ -83,7 +106,7 @@ from parity import (
 from torch import Tensor, nn
 
 from lit_kd.data import CIFAR10DataModule
-from lit_kd.methods import AttentionTransfer, FitNets, HintonKD, SupervisedModule
+from lit_kd.methods import AttentionTransfer, DecoupledKD, DISTDistillation, FitNets, HintonKD, SupervisedModule
 from lit_kd.methods.base import DistillationModule
 from lit_kd.models import create_model
 from lit_kd.models.normalization import match_input_normalization
@@ -96,19 +119,93 @@ DEFAULT_LIT_KD_RESULTS = Path(__file__).parent / "results" / "gains_60_epochs.pa
 PAIRED_SETTINGS = ("subset", "epochs")
 
 
+#: an official per-batch loss: (images, targets, epoch from 0) -> the loss its trainer back-propagates
+BatchLoss = Callable[[Tensor, Tensor, int], Tensor]
+#: the module that ``.train()`` puts in training mode, and its official per-batch loss
+Trained = tuple[nn.Module, BatchLoss]
+
+
 @dataclass(frozen=True)
 class Row:
-    """One of gains.py's rows: the lit-kd module it trains and the official ``criterion_kd`` for it."""
+    """One of gains.py's rows: how it builds its module, and the official code that trains the same student.
 
-    module: type[DistillationModule]
-    criterion: Callable[[Path, Any], nn.Module]  # (checkout, lit-kd module) -> RepDistiller's criterion_kd
+    Either ``criterion`` (RepDistiller's ``criterion_kd``: the official ``train_distill`` loop runs each epoch) or
+    ``loss`` (an official loss that runs the networks itself, called once a batch in the loop its trainer runs:
+    :func:`loss_epoch`).
+    """
+
+    module: Callable[..., DistillationModule]  # (student, teacher, **teacher kwargs), as gains.py's row builds it
+    reference: str  # the checkout it reads: --reference NAME=DIR
+    official: str  # what of it runs, for the report
+    criterion: Callable[[Path, Any], nn.Module] | None = None  # (checkout, lit-kd module) -> criterion_kd
     regressor: bool = False  # FitNets: module_list[1] is the official ConvReg
+    loss: Callable[[Path, Any, nn.Module, nn.Module, Any], Trained] | None = None  # (checkout, module, s, t, data)
 
 
-ROWS = {  # the criteria as train_student.py:183-186, 199-200 builds them
-    "Hinton KD": Row(HintonKD, lambda root, m: import_official(root, "distiller_zoo/KD.py").DistillKL(m.temperature)),
-    "FitNets": Row(FitNets, lambda root, m: import_official(root, "distiller_zoo/FitNet.py").HintLoss(), True),
-    "AT": Row(AttentionTransfer, lambda root, m: import_official(root, "distiller_zoo/AT.py").Attention(p=int(m.p))),
+def mdistiller_loss(distiller: nn.Module) -> BatchLoss:
+    """mdistiller's per-batch loss: the distiller called with the epoch counted from 1 (``engine/trainer.py:78-86``),
+    its loss dict summed (``engine/trainer.py:164-167``)."""
+
+    def loss(images: Tensor, targets: Tensor, epoch: int) -> Tensor:
+        _, losses = distiller(image=images, target=targets, epoch=epoch + 1)
+        return sum(value.mean() for value in losses.values())
+
+    return loss
+
+
+def dkd_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
+    distiller = mdistiller_dkd(root, module, student, teacher)
+    match_input_normalization(distiller.teacher, data.mean, data.std)  # ImageNet-normalised inputs, as lit-kd's
+    return distiller, mdistiller_loss(distiller)
+
+
+def ls_kd_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
+    distiller = mdistiller_ls_kd(root, module, student, teacher)
+    match_input_normalization(distiller.teacher, data.mean, data.std)
+    return distiller, mdistiller_loss(distiller)
+
+
+def dist_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
+    match_input_normalization(teacher, data.mean, data.std)  # KDLoss calls the teacher itself
+    criterion = dist_criterion(root, module, student, teacher)  # it puts the teacher in eval mode (kd_loss.py:45)
+    return student, lambda images, targets, epoch: criterion(images, targets)
+
+
+REPDISTILLER_LOOP = "`helper/loops.py: train_distill`, once per epoch"
+MDISTILLER_LOOP = "the distiller's `forward_train` once per batch in `engine/trainer.py: train_iter`'s steps"
+ROWS = {  # RepDistiller's criteria as train_student.py:183-186, 199-200 builds them
+    "Hinton KD": Row(
+        HintonKD,
+        "RepDistiller",
+        REPDISTILLER_LOOP,
+        lambda root, m: import_official(root, "distiller_zoo/KD.py").DistillKL(m.temperature),
+    ),
+    "FitNets": Row(
+        FitNets,
+        "RepDistiller",
+        REPDISTILLER_LOOP,
+        lambda root, m: import_official(root, "distiller_zoo/FitNet.py").HintLoss(),
+        regressor=True,
+    ),
+    "AT": Row(
+        AttentionTransfer,
+        "RepDistiller",
+        REPDISTILLER_LOOP,
+        lambda root, m: import_official(root, "distiller_zoo/AT.py").Attention(p=int(m.p)),
+    ),
+    "DKD": Row(DecoupledKD, "mdistiller", MDISTILLER_LOOP, loss=dkd_loss),
+    "DIST": Row(
+        DISTDistillation,
+        "DIST_KD",
+        "`KDLoss(input, target)` once per batch in `tools/train.py: train_epoch`'s steps",
+        loss=dist_loss,
+    ),
+    "KD + LS": Row(
+        lambda s, t, **kw: HintonKD(s, t, **LOGIT_STANDARDISATION, **kw),
+        "logit-standardization-KD",
+        MDISTILLER_LOOP,
+        loss=ls_kd_loss,
+    ),
 }
 
 
@@ -232,27 +329,51 @@ def checked_data(args: argparse.Namespace, runner: Runner, seed: int) -> tuple[C
     return data, subset
 
 
+def loss_epoch(batches: TrainingEpoch, network: nn.Module, loss: BatchLoss, optimizer: ScheduledOptimizer) -> float:
+    """One epoch of an official per-batch loss, stepped as its trainer steps it (``network.train()``, then per batch:
+    clear the gradients, the loss, backward, the optimiser step; mdistiller ``engine/trainer.py:153-168``, DIST_KD
+    ``classification/tools/train.py:257-291`` without its gradient clipping, EMA and AMP, off in its CIFAR runs). The mean
+    loss."""
+    network.train()
+    total = 0.0
+    for images, targets, _ in batches:
+        optimizer.zero_grad()
+        value = loss(images, targets, batches.epoch)
+        value.backward()
+        optimizer.step()
+        total += float(value.detach())
+    return total / len(batches)
+
+
 def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> dict[str, Any]:
-    """Train row ``name``'s student for seed ``seed`` with RepDistiller's ``train_distill``; test its last weights."""
+    """Train row ``name``'s student for seed ``seed`` with its official code (RepDistiller's ``train_distill``, or an
+    official per-batch loss in :func:`loss_epoch`); test its last weights."""
     row, runner = ROWS[name], Runner(args, seed)
-    loops = import_official(root, "helper/loops.py")
     # the student as gains.py's row builds it: the same seed before the same constructor gives the same weights
     module = runner.seeded(lambda: row.module(create_model("resnet8", 10), runner.teacher(), **runner.teacher_kwargs()))
     student_start = weights_hash(module.student)
     data, subset = checked_data(args, runner, seed)
-    teacher = RepDistillerNetwork(runner.adapted_teacher())
-    match_input_normalization(teacher, data.mean, data.std)  # ImageNet-normalised inputs, as lit-kd feeds it
-    side = official_side(root, row, module, teacher)
-    data.return_indices = True  # the batches carry the indices train_distill unpacks; the draws are unchanged
+    teacher_network = runner.adapted_teacher()
+    data.return_indices = True  # the batches carry the sample indices (train_distill unpacks them); same draws
     loader = data.train_dataloader()
-    optimizer = module.build_optimizer(module.optimizer_factory, side.trainable.parameters())
+    if row.loss is None:
+        loops = import_official(root, "helper/loops.py")
+        teacher = RepDistillerNetwork(teacher_network)
+        match_input_normalization(teacher, data.mean, data.std)  # ImageNet-normalised inputs, as lit-kd feeds it
+        side = official_side(root, row, module, teacher)
+        trainable, lines, flags = side.trainable, side.lines, vars(side.opt)
+        opt = namespace(**flags, print_freq=len(loader) + 1)
+    else:
+        with trace_lines(root) as lines:
+            network, batch_loss = row.loss(root, module, module.student, teacher_network, data)
+        trainable, flags = module.student, None
+    optimizer = module.build_optimizer(module.optimizer_factory, trainable.parameters())
     steps = args.epochs * len(loader)
     schedule = with_lr_schedule(optimizer, module.lr_scheduler_factory, namespace(estimated_stepping_batches=steps))
     if module.lr_scheduler_factory is not None or schedule["lr_scheduler"]["interval"] != "step":
         raise ValueError(f"{name}: only lit-kd's default schedule (cosine, stepped per optimiser step) is replicated")
     stepped = ScheduledOptimizer(optimizer, schedule["lr_scheduler"]["scheduler"])
-    opt = namespace(**vars(side.opt), print_freq=len(loader) + 1)
-    epoch_seconds, train_loss, lines = [], [], side.lines
+    epoch_seconds, train_loss = [], []
     for epoch in range(args.epochs):
         start = time.perf_counter()
         with (
@@ -261,7 +382,10 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> 
             contextlib.redirect_stdout(io.StringIO()),  # the loop's progress lines
         ):
             batches = TrainingEpoch(data, loader, epoch)
-            _, loss = loops.train_distill(epoch + 1, batches, side.module_list, side.criterion_list, stepped, opt)
+            if row.loss is None:
+                _, loss = loops.train_distill(epoch + 1, batches, side.module_list, side.criterion_list, stepped, opt)
+            else:
+                loss = loss_epoch(batches, network, batch_loss, stepped)
         epoch_seconds.append(time.perf_counter() - start)
         train_loss.append(float(loss))
         for path, numbers in executed.items():
@@ -275,14 +399,16 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> 
         "train_loss_per_epoch": train_loss,
         "load": load_average(),
         "threads": args.threads,
-        "teacher_weights": weights_hash(teacher.network),  # gains.py's hash of the teacher (Runner.teacher_weights)
+        "teacher_weights": weights_hash(teacher_network),  # gains.py's hash of the teacher (Runner.teacher_weights)
+        "reference": row.reference,
+        "reference_commit": checkout_commit(root),
         "seed": seed,
         "subset": args.subset,
         "epochs": args.epochs,
         "subset_hash": subset,
         "subset_verified": True,  # against expected_subset_hash, or the run raised
         "student_init": student_start,
-        "flags": vars(side.opt),
+        "flags": flags,  # RepDistiller's options (train_distill's opt)
         "official_lines": {path: sorted(numbers) for path, numbers in sorted(lines.items())},
     }
 
@@ -360,25 +486,36 @@ def official_lines(official: dict[str, dict]) -> dict[str, dict[str, str]]:
 def report(rows: list[dict[str, Any]], payload: dict[str, Any]) -> str:
     """The markdown file: the table, what was paired with what, the official lines that ran, what is not equal."""
     settings, lit_file = payload["settings"], payload["lit_kd_results"]
-    runs = [run for seed_runs in payload["results"].values() for run in seed_runs.values()]
-    per_step = [run["seconds_per_step_untraced"] for run in runs if run.get("seconds_per_step_untraced")]
+    official_code = {}  # method -> what of which checkout ran
+    for seed_runs in payload["results"].values():
+        for name, run in seed_runs.items():
+            commits = official_code.setdefault(name, (run["reference"], set()))[1]
+            commits.add(run["reference_commit"] or "(unknown commit)")
     lines = [
-        "# Outcome parity with the official code (RepDistiller's training loop)",
+        "# Outcome parity with the official code",
         "",
         markdown_table(rows) if rows else "No official run yet.",
         "",
         f"Test accuracy of the last weights on the full CIFAR-10 test split (lit-kd's top-1), ResNet-8 students of the "
         f"adapted ResNet-56, {settings['subset']} class-balanced training images, {settings['epochs']} epochs, batch "
         "128, lit-kd's SGD and per-step cosine schedule on both sides, the same batches and initial weights per seed. "
-        f"Official side: RepDistiller {payload['reference']['commit'] or '(unknown commit)'} `helper/loops.py: "
-        "train_distill`, once per epoch. lit-kd side: gains.py's rows Hinton KD, FitNets and AT in "
-        f"`{lit_file['file']}` (settings: subset {lit_file['settings'].get('subset')}, epochs "
-        f"{lit_file['settings'].get('epochs')}), paired seed by seed where subset, epochs, held-out split and teacher "
-        f"hash agree. Target: |mean| <= {TARGET_POINTS:g} point and the 95% interval (Student's t) holds 0.",
+        f"lit-kd side: gains.py's rows of the same names in `{lit_file['file']}` (settings: subset "
+        f"{lit_file['settings'].get('subset')}, epochs {lit_file['settings'].get('epochs')}), paired seed by seed "
+        "where subset, epochs, held-out split and teacher hash agree. Target: |mean| <= "
+        f"{TARGET_POINTS:g} point and the 95% interval (Student's t) holds 0.",
         "",
+        "| method | official code | commit | s per official step (untraced epochs, mean) |",
+        "|---|---|---|---|",
     ]
-    if per_step:
-        lines += [f"Official side: {statistics.mean(per_step):.3f} s per optimiser step (untraced epochs, mean).", ""]
+    for name, (reference, commits) in official_code.items():
+        per_step = [
+            run[name]["seconds_per_step_untraced"]
+            for run in payload["results"].values()
+            if run.get(name, {}).get("seconds_per_step_untraced")
+        ]
+        seconds = f"{statistics.mean(per_step):.3f}" if per_step else "-"
+        lines.append(f"| {name} | {reference}: {ROWS[name].official} | {', '.join(sorted(commits))} | {seconds} |")
+    lines.append("")
     lines += ["## Official lines that ran (first epoch and construction)", ""]
     for name, paths in official_lines(payload).items():
         lines.append(f"- {name}: " + "; ".join(f"`{path}:{ranges}`" for path, ranges in paths.items()))
@@ -388,11 +525,17 @@ def report(rows: list[dict[str, Any]], payload: dict[str, Any]) -> str:
 
 #: what the two sides do differently besides the loss code, and why it stays so
 NOT_EQUAL = [
-    "lit-kd runs the teacher as its BN-folded inference copy (Hinton KD: its memoised float32 logits, keyed by "
-    "sample and crop/flip view); the official loop runs the teacher itself: the logits agree to float32 rounding "
-    "(5.4e-7 for the ResNet-14 teacher of benchmarks/results/parity.md). Rounding (this, and the two loss codes' "
-    "orders of operations) is all that separates the two trajectories, and over 1,170 steps it grows into "
-    "seed-like differences: hence several seeds and an interval, not one run",
+    "lit-kd runs the teacher as its BN-folded inference copy (the rows that read only its logits, Hinton KD, DKD, "
+    "DIST and KD + LS: its memoised float32 logits, keyed by sample and crop/flip view); the official code runs the "
+    "teacher itself: the logits agree to float32 rounding (5.4e-7 for the ResNet-14 teacher of "
+    "benchmarks/results/parity.md). Rounding (this, and the two loss codes' orders of operations) is all that "
+    "separates the two trajectories, and over thousands of steps it grows into seed-like differences: hence several "
+    "seeds and an interval, not one run",
+    "DKD, DIST and KD + LS: the official loss code runs, but not the official trainers' loops, which are restated "
+    "in four lines (`loss_epoch`: clear the gradients, the loss, backward, the optimiser step; cited there): "
+    "mdistiller's and DIST_KD's trainers need CUDA, their configs and loggers. DIST_KD's gradient clipping and mixed "
+    "precision (off by default: `classification/lib/utils/args.py:45,49`) and EMA (off: "
+    "`configs/strategies/distill/dist_cifar.yaml:17`) are not restated",
     "FitNets: RepDistiller's ConvReg convolution has a bias (lit-kd's none); its gradient is zero behind the "
     "BatchNorm, so only weight decay moves it, and the BatchNorm cancels it either way",
     "lit-kd keeps the student in channels-last memory format on the CPU (its default speed option); the official "
@@ -419,7 +562,14 @@ def stored_results(partial: Path, settings: dict[str, str]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_runner_arguments(parser)  # gains.py's: --data-dir, --weights-dir, --teacher-checkpoint, --cache-dir, ...
-    parser.add_argument("--reference", required=True, metavar="RepDistiller=DIR", help="a RepDistiller checkout")
+    parser.add_argument(
+        "--reference",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="NAME=DIR",
+        help="the checkouts the --methods read: " + ", ".join(sorted({f"{r.reference}=DIR" for r in ROWS.values()})),
+    )
     parser.add_argument("--epochs", type=int, default=60, help="the budget of --lit-kd-results' rows")
     parser.add_argument("--methods", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--threads", type=int, default=1)
@@ -429,9 +579,13 @@ def main() -> None:
     parser.add_argument("--commit", action="store_true", help="git-commit the partial results after every run")
     parser.add_argument("--summarize-only", action="store_true", help="run nothing: pair and tabulate")
     args = parser.parse_args()
-    root = parse_references([args.reference]).get("RepDistiller")
-    if root is None:
-        raise SystemExit(f"--reference {args.reference!r}: expected RepDistiller=DIR")
+    references = parse_references(args.reference)
+    missing = sorted({ROWS[name].reference for name in args.methods} - set(references))
+    if missing and not args.summarize_only:
+        raise SystemExit(
+            f"--methods {' '.join(args.methods)} read these checkouts too: --reference "
+            + " ".join(f"{reference}=DIR" for reference in missing)
+        )
     quiet_benchmark(args.threads)
     warnings.filterwarnings("ignore")  # the official code's size_average deprecation, Lightning's data warnings
     os.environ["LIT_KD_TEACHER_PRECISION"] = "32"  # as gains.py's rows and the official teacher: float32
@@ -440,8 +594,7 @@ def main() -> None:
     settings = {
         **{key: str(getattr(args, key)) for key in ("data_dir", "weights_dir", "teacher_checkpoint", "cache_dir")},
         **{key: str(getattr(args, key)) for key in (*PAIRED_SETTINGS, "name")},
-        "reference_commit": str(checkout_commit(root)),
-    }
+    }  # each run records its checkout's commit
     refused = refused_settings(lit_kd["settings"], settings)
     if refused and not args.summarize_only:
         raise SystemExit(f"{args.lit_kd_results} was run at other settings ({'; '.join(refused)}): nothing to pair")
@@ -457,7 +610,7 @@ def main() -> None:
         for seed in args.seeds:
             if name in results.get(str(seed), {}):
                 continue
-            run = official_run(args, root, name, seed)
+            run = official_run(args, references[ROWS[name].reference], name, seed)
             print(f"seed {seed}: {name} (official loop): {100 * run['acc']:.2f}% in {run['seconds']:.0f} s", flush=True)
             results = save_seed(partial, settings, str(seed), {**results.get(str(seed), {}), name: run})
             if args.commit:
@@ -465,7 +618,7 @@ def main() -> None:
     official = {"settings": settings, "results": results}
     payload = {
         "settings": settings,
-        "reference": {"path": str(root), "commit": checkout_commit(root)},
+        "references": {name: {"path": str(root), "commit": checkout_commit(root)} for name, root in references.items()},
         "lit_kd_results": {"file": shown_path(args.lit_kd_results), "settings": lit_kd["settings"]},
         "results": results,
     }

@@ -408,11 +408,17 @@ def repdistiller_forward(network: nn.Module, images: Tensor) -> tuple[list[Tenso
 
 
 class MdistillerNetwork(nn.Module):
-    """A zoo network as mdistiller's distillers call it: ``logits, {"feats": [...], "pooled_feat": ...}``."""
+    """A zoo network as mdistiller's distillers call it: ``logits, {"feats": [...], "pooled_feat": ...}``.
+
+    It declares the network's input normalisation (``input_mean``/``input_std``), so that
+    :func:`~lit_kd.models.normalization.match_input_normalization` can convert the data's batches for it.
+    """
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+        self.input_mean = getattr(network, "input_mean", None)
+        self.input_std = getattr(network, "input_std", None)
 
     def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Any]]:
         output = self.network.forward_features(images)
@@ -602,7 +608,11 @@ def official_at_zagoruyko(root: Path, problem: Problem, module: AttentionTransfe
     return Official(Side(loss, list(student.parameters()), parameters, buffers), replicated)
 
 
-def official_dkd(root: Path, problem: Problem, module: DecoupledKD, standardize: bool = False) -> Official:
+def mdistiller_dkd(
+    root: Path, module: DecoupledKD, student: nn.Module, teacher: nn.Module, standardize: bool = False
+) -> nn.Module:
+    """The official DKD distiller (``mdistiller/distillers/DKD.py``) around two zoo networks, at ``module``'s
+    settings (the cfg keys of ``mdistiller/engine/cfg.py:163-167``; logit-standardization-KD's ``LOGIT_STAND``)."""
     distillers = import_official(root, "mdistiller/distillers/DKD.py")
     settings = dict(
         CE_WEIGHT=module.ce_weight,
@@ -612,8 +622,12 @@ def official_dkd(root: Path, problem: Problem, module: DecoupledKD, standardize:
         WARMUP=module.warmup_epochs,
     )
     cfg = namespace(DKD=namespace(**settings), EXPERIMENT=namespace(LOGIT_STAND=standardize))
+    return distillers.DKD(MdistillerNetwork(student), MdistillerNetwork(teacher), cfg).train()
+
+
+def official_dkd(root: Path, problem: Problem, module: DecoupledKD, standardize: bool = False) -> Official:
     student = problem.student_copy()
-    distiller = distillers.DKD(MdistillerNetwork(student), MdistillerNetwork(problem.teacher_copy()), cfg).train()
+    distiller = mdistiller_dkd(root, module, student, problem.teacher_copy(), standardize)
     epoch = module.current_epoch + 1  # mdistiller counts epochs from 1 (engine/trainer.py:78-86)
 
     def loss(step: int, batch: Batch) -> Tensor:
@@ -625,13 +639,13 @@ def official_dkd(root: Path, problem: Problem, module: DecoupledKD, standardize:
     return Official(Side(loss, list(distiller.get_learnable_parameters()), parameters, buffers), replicated)
 
 
-def official_dist(root: Path, problem: Problem, module: DISTDistillation) -> Official:
+def dist_criterion(root: Path, module: DISTDistillation, student: nn.Module, teacher: nn.Module) -> Any:
+    """The official DIST loss wrapper (``kd_loss.py: KDLoss``, which runs both networks) at ``module``'s settings."""
     losses_dir = dist_losses_dir(root)
     kd_loss = import_official(losses_dir.parents[2], "lib/models/losses/kd_loss.py")
-    student, teacher = problem.student_copy(), problem.teacher_copy()
     if module.beta != 1 or module.gamma != 1:
         raise ValueError("the official KDLoss fixes beta = gamma = 1 (kd_loss.py:31-33)")
-    criterion = kd_loss.KDLoss(
+    return kd_loss.KDLoss(
         student,
         teacher,
         nn.CrossEntropyLoss(),  # tools/train.py:60-61 (no label smoothing)
@@ -639,6 +653,11 @@ def official_dist(root: Path, problem: Problem, module: DISTDistillation) -> Off
         ori_loss_weight=module.ce_weight,
         kd_loss_weight=module.kd_weight,
     )  # tools/train.py:100-102
+
+
+def official_dist(root: Path, problem: Problem, module: DISTDistillation) -> Official:
+    student, teacher = problem.student_copy(), problem.teacher_copy()
+    criterion = dist_criterion(root, module, student, teacher)
 
     def loss(step: int, batch: Batch) -> Tensor:
         return criterion(batch.images, batch.targets)
@@ -659,15 +678,21 @@ def dist_losses_dir(root: Path) -> Path:
     )
 
 
-def official_ls_kd(root: Path, problem: Problem, module: HintonKD) -> Official:
+def mdistiller_ls_kd(root: Path, module: HintonKD, student: nn.Module, teacher: nn.Module) -> nn.Module:
+    """logit-standardization-KD's KD distiller (``mdistiller/distillers/KD.py``) around two zoo networks, at
+    ``module``'s settings (``tools/train.py:109-114`` with ``--logit-stand``)."""
     distillers = import_official(root, "mdistiller/distillers/KD.py")
     loss_settings = namespace(CE_WEIGHT=module.ce_weight, KD_WEIGHT=module.kd_weight)
     cfg = namespace(
         KD=namespace(TEMPERATURE=module.temperature, LOSS=loss_settings),
         EXPERIMENT=namespace(LOGIT_STAND=module.standardize),
-    )  # tools/train.py:109-114 with --logit-stand
+    )
+    return distillers.KD(MdistillerNetwork(student), MdistillerNetwork(teacher), cfg).train()
+
+
+def official_ls_kd(root: Path, problem: Problem, module: HintonKD) -> Official:
     student = problem.student_copy()
-    distiller = distillers.KD(MdistillerNetwork(student), MdistillerNetwork(problem.teacher_copy()), cfg).train()
+    distiller = mdistiller_ls_kd(root, module, student, problem.teacher_copy())
 
     def loss(step: int, batch: Batch) -> Tensor:
         _, losses_dict = distiller(image=batch.images, target=batch.targets, epoch=1)

@@ -23,6 +23,102 @@ from lit_kd.runtime.memo import weights_hash
 from tests.test_gains import gains  # noqa: F401 (the fixture)
 from tests.test_gains import run as run_gains
 
+#: Stand-ins for the per-batch official losses (``outcome_parity.loss_epoch``), in the checkouts' layouts: DKD from its
+#: paper (Zhao et al., 2022, Eq. 1-7: TCKD on the binary target/non-target split, NCKD on the non-target classes
+#: renormalised, both times T^2, the KD part scaled by min(epoch / warm-up, 1)), DIST from its paper (Huang et al.,
+#: 2022, Eq. 6-8: 1 - Pearson correlation of the softened probabilities per sample and per class, times tau^2).
+#: Each records the epochs it was called with. No official code is used.
+LOSS_STAND_INS = {
+    "mdistiller": {
+        "mdistiller/distillers/_base.py": """
+            from torch import nn
+
+
+            class Distiller(nn.Module):
+                def __init__(self, student, teacher):
+                    super().__init__()
+                    self.student, self.teacher = student, teacher
+
+                def train(self, mode=True):
+                    super().train(mode)
+                    self.teacher.eval()
+                    return self
+
+                def get_learnable_parameters(self):
+                    return list(self.student.parameters())
+
+                def forward(self, **kwargs):
+                    return self.forward_train(**kwargs)
+        """,
+        "mdistiller/distillers/DKD.py": """
+            import torch
+            import torch.nn.functional as F
+
+            from ._base import Distiller
+
+            EPOCHS = []
+
+
+            def kl(p_teacher, p_student):
+                return (p_teacher * (p_teacher.log() - p_student.log())).sum(dim=1).mean()
+
+
+            class DKD(Distiller):
+                def __init__(self, student, teacher, cfg):
+                    super().__init__(student, teacher)
+                    self.cfg = cfg.DKD
+
+                def forward_train(self, image, target, epoch):
+                    EPOCHS.append(epoch)
+                    c, T = self.cfg, self.cfg.T
+                    logits, _ = self.student(image)
+                    with torch.no_grad():
+                        teacher_logits, _ = self.teacher(image)
+                    gt = F.one_hot(target, logits.shape[1]).bool()
+                    p_s, p_t = (logits / T).softmax(dim=1), (teacher_logits / T).softmax(dim=1)
+                    b_s = torch.stack([p_s[gt], 1 - p_s[gt]], dim=1)
+                    b_t = torch.stack([p_t[gt], 1 - p_t[gt]], dim=1)
+                    others = lambda z: (z[~gt].view(len(z), -1) / T).softmax(dim=1)
+                    tckd, nckd = kl(b_t, b_s), kl(others(teacher_logits), others(logits))
+                    kd = min(epoch / c.WARMUP, 1.0) * T**2 * (c.ALPHA * tckd + c.BETA * nckd)
+                    return logits, {"ce": c.CE_WEIGHT * F.cross_entropy(logits, target), "kd": kd}
+        """,
+    },
+    "DIST_KD": {
+        "classification/lib/models/losses/dist_kd.py": """
+            def pearson(a, b):
+                a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+                return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+            def dist(z_s, z_t, tau):
+                y_s, y_t = (z_s / tau).softmax(dim=1), (z_t / tau).softmax(dim=1)
+                inter = 1 - pearson(y_s, y_t).mean()
+                intra = 1 - pearson(y_s.T, y_t.T).mean()
+                return tau**2 * (inter + intra)
+        """,
+        "classification/lib/models/losses/kd_loss.py": """
+            import torch
+
+            from .dist_kd import dist
+
+
+            class KDLoss:
+                def __init__(self, student, teacher, ori_loss, kd_method, ori_loss_weight, kd_loss_weight):
+                    self.student, self.teacher, self.ori_loss = student, teacher.eval(), ori_loss
+                    self.tau = float(kd_method.removeprefix("dist_t"))
+                    self.weights = ori_loss_weight, kd_loss_weight
+
+                def __call__(self, x, targets):
+                    with torch.no_grad():
+                        teacher_logits = self.teacher(x)
+                    logits = self.student(x)
+                    ori, kd = self.weights
+                    return ori * self.ori_loss(logits, targets) + kd * dist(logits, teacher_logits, self.tau)
+        """,
+    },
+}
+
 STAND_IN = {
     "helper/loops.py": '''
         import torch
@@ -125,9 +221,21 @@ def checkout(tmp_path: Path) -> Path:
     return root
 
 
-def run(outcome, monkeypatch, cifar_folder: Path, tmp_path: Path, checkout: Path, lit_kd: Path, *extra: str) -> dict:
-    argv = ["outcome_parity.py", "--data-dir", str(cifar_folder), "--reference", f"RepDistiller={checkout}"]
-    argv += ["--subset", "40", "--epochs", "1", "--seeds", "0", "1", "--methods", *METHODS]
+def run(
+    outcome,
+    monkeypatch,
+    cifar_folder: Path,
+    tmp_path: Path,
+    checkout: Path,
+    lit_kd: Path,
+    *extra: str,
+    references: tuple[str, ...] = (),
+    methods: tuple[str, ...] = METHODS,
+    seeds: tuple[str, ...] = ("0", "1"),
+) -> dict:
+    references = references or (f"RepDistiller={checkout}",)
+    argv = ["outcome_parity.py", "--data-dir", str(cifar_folder), "--reference", *references]
+    argv += ["--subset", "40", "--epochs", "1", "--seeds", *seeds, "--methods", *methods]
     argv += ["--lit-kd-results", str(lit_kd), "--partial-dir", str(tmp_path / "out"), "--cache-dir"]
     argv += [str(tmp_path / "cache"), *extra]
     monkeypatch.setattr(sys, "argv", argv)
@@ -207,3 +315,55 @@ def test_pairs_with_gains_rows_resumes_and_refuses_other_settings(
     (hinton,) = [r for r in result["rows"] if r["method"] == "Hinton KD"]
     assert hinton["seeds paired"] == "0" and hinton["95% interval"] == "-" and hinton["target met"] == "not measured"
     assert hinton["not paired"].startswith("seed 1: teacher differs: 0123456789abcdef vs ")
+
+
+def test_official_per_batch_losses_train_the_student_lit_kd_trains(
+    outcome,
+    gains,  # noqa: F811 (the fixture)
+    tmp_path,
+    cifar_folder,
+    monkeypatch,
+    checkout,
+) -> None:
+    """DKD and DIST: the official loss objects, called once a batch in outcome_parity's loop, train the same student
+    from the same start and batches as gains.py's rows (to float32 rounding); DKD reads the epoch counted from 1."""
+    roots = {}
+    for name, files in LOSS_STAND_INS.items():
+        roots[name] = tmp_path / name
+        for relative, source in files.items():
+            (roots[name] / relative).parent.mkdir(parents=True, exist_ok=True)
+            (roots[name] / relative).write_text(textwrap.dedent(source))
+    methods = ("DKD", "DIST")
+    students = {"lit-kd": [], "official": []}
+    for cls in (gains.DecoupledKD, gains.DISTDistillation):
+        monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
+    monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
+    run_gains(gains, monkeypatch, cifar_folder, tmp_path, "--rows", *methods, "--seeds", "0")
+    lit_file = tmp_path / "out" / "gains.partial.json"
+    references = tuple(f"{name}={root}" for name, root in roots.items())
+    with pytest.raises(SystemExit, match="--reference DIST_KD=DIR"):  # a method's checkout not named
+        run(
+            outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file, references=references[:1], methods=methods
+        )
+    result = run(
+        outcome,
+        monkeypatch,
+        cifar_folder,
+        tmp_path,
+        checkout,
+        lit_file,
+        references=references,
+        methods=methods,
+        seeds=("0",),
+    )
+    for name, lit_student, official_student in zip(methods, students["lit-kd"], students["official"], strict=True):
+        pl.seed_everything(0, verbose=False)
+        moved = max_difference(lit_student, create_model("resnet8", 10))
+        # float32 rounding only: DIST's correlations amplify it most (benchmarks/results/parity.md)
+        assert max_difference(lit_student, official_student) < 1e-2 * moved, name
+        run_record = result["results"]["0"][name]
+        assert run_record["reference"] == ("mdistiller" if name == "DKD" else "DIST_KD")
+        assert run_record["official_lines"], name  # the stand-in's loss code ran
+    dkd = sys.modules[outcome.import_official(roots["mdistiller"], "mdistiller/distillers/DKD.py").__name__]
+    assert set(dkd.EPOCHS) == {1}  # the one epoch, counted from 1 as mdistiller's trainer counts
+    assert {row["method"]: row["seeds paired"] for row in result["rows"]} == {"DKD": "0", "DIST": "0"}
