@@ -22,7 +22,13 @@ if SHARED_WEIGHTS.is_dir():
 # references (hand-computed losses, official ports, DDP ranks), so they keep float32 in this process and in every one
 # it starts. tests/runtime/test_speed_options.py tests "auto" itself.
 os.environ.setdefault("LIT_KD_TEACHER_PRECISION", "32")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one of several pytest-xdist workers (setup.cfg runs one per core): one thread each, here and in the processes
+    # its tests start, so that the workers share the cores instead of oversubscribing them
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")
