@@ -6,10 +6,13 @@ that whole runs end where the official code's end. The official code is read fro
 
 * Hinton KD, FitNets and AT: RepDistiller's own training epoch, ``helper/loops.py: train_distill`` (Tian et al.,
   2020), called once per epoch (below);
+* BSS (BSS_distillation): the script's own training function, ``train_attack_KD``, with its attack and its
+  loss-weight schedule over the budget's epochs (:func:`bss_training`: compiled from the checkout at its own lines
+  by ``parity_bss.official_functions``), called once per batch;
 * DKD (mdistiller), KD + logit standardisation (logit-standardization-KD) and DIST (DIST_KD): the official loss
   objects that run both networks themselves (the distiller's ``forward_train``, DIST's ``KDLoss``), built by
   ``parity.py``'s adapters at lit-kd's settings, called once per batch in the four lines their trainers run
-  (:func:`loss_epoch`: clear gradients, loss, backward, step). Their trainers are monolithic (yacs configs, CUDA,
+  (:func:`loss_training`: clear gradients, loss, backward, step). Their trainers are monolithic (yacs configs, CUDA,
   logging), so their loops are restated, cited, and the loss code is what runs.
 
 Both kinds get:
@@ -43,19 +46,20 @@ point and the interval holds 0); the official lines that ran in the first epoch 
 finished (method, seed) runs are kept in ``benchmarks/results/<name>.partial.json`` (``--commit`` commits that file
 after each run) and skipped.
 
-The campaign (6 methods x 3 seeds, each 60 epochs of 39 steps: the table's plateau budget)::
+The campaign (7 methods x 3 seeds, each 60 epochs of 39 steps: the table's plateau budget)::
 
     python benchmarks/outcome_parity.py --data-dir /tmp/data --weights-dir /work/shared/weights \\
         --teacher-checkpoint /work/runs/checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt \\
         --reference RepDistiller=/work/refs/RepDistiller mdistiller=/work/refs/mdistiller \\
-        DIST_KD=/work/refs/DIST_KD logit-standardization-KD=/work/refs/logit-standardization-KD --threads 1 --commit
+        DIST_KD=/work/refs/DIST_KD logit-standardization-KD=/work/refs/logit-standardization-KD \\
+        BSS_distillation=/work/refs/BSS_distillation --threads 1 --commit
 
 (``--epochs 30 --lit-kd-results benchmarks/results/gains_converged.partial.json`` pairs with the 30-epoch rows.)
 
-Its duration, from a smoke run (``--epochs 2 --subset 640 --seeds 0``: 10 steps a method, 1 thread, on a 2-core
-machine shared with the gains campaign, load average 3.5 to 4): 0.79 to 0.88 s per official step (the traced first
-epoch no slower), so about 17 minutes a run at 30 epochs (1,170 steps, the set-up and the test) and about 34 at 60:
-about 5 hours for the 9 runs at 60 epochs in one process.
+Its duration: RepDistiller's loop 0.79 to 0.88 s per official step in a smoke run (``--epochs 2 --subset 640
+--seeds 0``, 1 thread, on a 2-core machine shared with the gains campaign, load average 3.5 to 4) and 0.90 s over the
+first 60-epoch run (AT seed 0, 35 minutes, load about 2); BSS's function with its attack 1.39 s in a smoke run (load
+3, both epochs attacking), so at most about 55 minutes a BSS run at 60 epochs (no attack after 45 of them).
 Seeds split across processes (``--seeds 0``, ``--seeds 1 2``) share the partial file, as gains.py's do.
 Runs whose lit-kd row is not in gains.py's file yet are kept and paired later: ``--summarize-only`` re-reads it.
 """
@@ -70,15 +74,18 @@ import io
 import json
 import os
 import statistics
+import sys
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import torch
+import torch.nn.functional as F
 from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
 from gains import (
     LOGIT_STANDARDISATION,
@@ -103,10 +110,20 @@ from parity import (
     repdistiller_forward,
     trace_lines,
 )
+from parity_bss import import_attack, official_functions
 from torch import Tensor, nn
 
+from lit_kd.callbacks import BoundarySampleMining
 from lit_kd.data import CIFAR10DataModule
-from lit_kd.methods import AttentionTransfer, DecoupledKD, DISTDistillation, FitNets, HintonKD, SupervisedModule
+from lit_kd.methods import (
+    AttentionTransfer,
+    BSSDistillation,
+    DecoupledKD,
+    DISTDistillation,
+    FitNets,
+    HintonKD,
+    SupervisedModule,
+)
 from lit_kd.methods.base import DistillationModule
 from lit_kd.models import create_model
 from lit_kd.models.normalization import match_input_normalization
@@ -117,96 +134,6 @@ TARGET_POINTS = 1.0  # |mean difference| at most this, and the 95% interval hold
 DEFAULT_LIT_KD_RESULTS = Path(__file__).parent / "results" / "gains_60_epochs.partial.json"
 #: the settings of gains.py's file that must equal this campaign's for a pair (besides the seed and teacher hash)
 PAIRED_SETTINGS = ("subset", "epochs")
-
-
-#: an official per-batch loss: (images, targets, epoch from 0) -> the loss its trainer back-propagates
-BatchLoss = Callable[[Tensor, Tensor, int], Tensor]
-#: the module that ``.train()`` puts in training mode, and its official per-batch loss
-Trained = tuple[nn.Module, BatchLoss]
-
-
-@dataclass(frozen=True)
-class Row:
-    """One of gains.py's rows: how it builds its module, and the official code that trains the same student.
-
-    Either ``criterion`` (RepDistiller's ``criterion_kd``: the official ``train_distill`` loop runs each epoch) or
-    ``loss`` (an official loss that runs the networks itself, called once a batch in the loop its trainer runs:
-    :func:`loss_epoch`).
-    """
-
-    module: Callable[..., DistillationModule]  # (student, teacher, **teacher kwargs), as gains.py's row builds it
-    reference: str  # the checkout it reads: --reference NAME=DIR
-    official: str  # what of it runs, for the report
-    criterion: Callable[[Path, Any], nn.Module] | None = None  # (checkout, lit-kd module) -> criterion_kd
-    regressor: bool = False  # FitNets: module_list[1] is the official ConvReg
-    loss: Callable[[Path, Any, nn.Module, nn.Module, Any], Trained] | None = None  # (checkout, module, s, t, data)
-
-
-def mdistiller_loss(distiller: nn.Module) -> BatchLoss:
-    """mdistiller's per-batch loss: the distiller called with the epoch counted from 1 (``engine/trainer.py:78-86``),
-    its loss dict summed (``engine/trainer.py:164-167``)."""
-
-    def loss(images: Tensor, targets: Tensor, epoch: int) -> Tensor:
-        _, losses = distiller(image=images, target=targets, epoch=epoch + 1)
-        return sum(value.mean() for value in losses.values())
-
-    return loss
-
-
-def dkd_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
-    distiller = mdistiller_dkd(root, module, student, teacher)
-    match_input_normalization(distiller.teacher, data.mean, data.std)  # ImageNet-normalised inputs, as lit-kd's
-    return distiller, mdistiller_loss(distiller)
-
-
-def ls_kd_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
-    distiller = mdistiller_ls_kd(root, module, student, teacher)
-    match_input_normalization(distiller.teacher, data.mean, data.std)
-    return distiller, mdistiller_loss(distiller)
-
-
-def dist_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
-    match_input_normalization(teacher, data.mean, data.std)  # KDLoss calls the teacher itself
-    criterion = dist_criterion(root, module, student, teacher)  # it puts the teacher in eval mode (kd_loss.py:45)
-    return student, lambda images, targets, epoch: criterion(images, targets)
-
-
-REPDISTILLER_LOOP = "`helper/loops.py: train_distill`, once per epoch"
-MDISTILLER_LOOP = "the distiller's `forward_train` once per batch in `engine/trainer.py: train_iter`'s steps"
-ROWS = {  # RepDistiller's criteria as train_student.py:183-186, 199-200 builds them
-    "Hinton KD": Row(
-        HintonKD,
-        "RepDistiller",
-        REPDISTILLER_LOOP,
-        lambda root, m: import_official(root, "distiller_zoo/KD.py").DistillKL(m.temperature),
-    ),
-    "FitNets": Row(
-        FitNets,
-        "RepDistiller",
-        REPDISTILLER_LOOP,
-        lambda root, m: import_official(root, "distiller_zoo/FitNet.py").HintLoss(),
-        regressor=True,
-    ),
-    "AT": Row(
-        AttentionTransfer,
-        "RepDistiller",
-        REPDISTILLER_LOOP,
-        lambda root, m: import_official(root, "distiller_zoo/AT.py").Attention(p=int(m.p)),
-    ),
-    "DKD": Row(DecoupledKD, "mdistiller", MDISTILLER_LOOP, loss=dkd_loss),
-    "DIST": Row(
-        DISTDistillation,
-        "DIST_KD",
-        "`KDLoss(input, target)` once per batch in `tools/train.py: train_epoch`'s steps",
-        loss=dist_loss,
-    ),
-    "KD + LS": Row(
-        lambda s, t, **kw: HintonKD(s, t, **LOGIT_STANDARDISATION, **kw),
-        "logit-standardization-KD",
-        MDISTILLER_LOOP,
-        loss=ls_kd_loss,
-    ),
-}
 
 
 class RepDistillerNetwork(nn.Module):
@@ -282,41 +209,6 @@ def expected_subset_hash(args: argparse.Namespace, seed: int) -> str:
     return subset_hash(data.train_set.images)
 
 
-@dataclass
-class OfficialSide:
-    """What RepDistiller's ``train_distill`` is called with (``train_student.py:176-189, 267-279``), and the lines of
-    the checkout that building it ran."""
-
-    module_list: nn.ModuleList  # [student, (ConvReg), teacher]
-    criterion_list: nn.ModuleList  # [CrossEntropyLoss, DistillKL, criterion_kd]
-    trainable: nn.ModuleList  # [student, (ConvReg)]: what the optimiser steps
-    opt: Any
-    lines: dict[str, set[int]]
-
-
-def official_side(root: Path, row: Row, module: DistillationModule, teacher: RepDistillerNetwork) -> OfficialSide:
-    """The official modules and criteria for ``module``'s student and settings (FitNets: its regressor's weights)."""
-    zoo_kd = import_official(root, "distiller_zoo/KD.py")
-    flags = repdistiller_flags(module)
-    student = RepDistillerNetwork(module.student)
-    with trace_lines(root) as lines:
-        extras = []
-        if row.regressor:  # train_student.py:170-173, 187: the maps of a dummy batch size the regressor
-            with torch.no_grad():
-                probe = torch.randn(2, 3, 32, 32)
-                feat_t, _ = teacher.eval()(probe, is_feat=True)
-                feat_s, _ = copy.deepcopy(student).eval()(probe, is_feat=True)
-            extras.append(official_regressor(root, module, feat_s[flags.hint_layer], feat_t[flags.hint_layer]))
-        criteria = [nn.CrossEntropyLoss(), zoo_kd.DistillKL(flags.kd_T), row.criterion(root, module)]
-    return OfficialSide(
-        nn.ModuleList([student, *extras, teacher]),
-        nn.ModuleList(criteria),
-        nn.ModuleList([student, *extras]),
-        flags,
-        lines,
-    )
-
-
 def checked_data(args: argparse.Namespace, runner: Runner, seed: int) -> tuple[CIFAR10DataModule, str]:
     """gains.py's DataModule for ``seed`` (built after the seed, as ``Runner.fit_test``), set up, and its subset's
     hash, checked against the subset data seed ``seed`` draws."""
@@ -329,25 +221,250 @@ def checked_data(args: argparse.Namespace, runner: Runner, seed: int) -> tuple[C
     return data, subset
 
 
-def loss_epoch(batches: TrainingEpoch, network: nn.Module, loss: BatchLoss, optimizer: ScheduledOptimizer) -> float:
-    """One epoch of an official per-batch loss, stepped as its trainer steps it (``network.train()``, then per batch:
-    clear the gradients, the loss, backward, the optimiser step; mdistiller ``engine/trainer.py:153-168``, DIST_KD
-    ``classification/tools/train.py:257-291`` without its gradient clipping, EMA and AMP, off in its CIFAR runs). The mean
-    loss."""
-    network.train()
-    total = 0.0
-    for images, targets, _ in batches:
-        optimizer.zero_grad()
-        value = loss(images, targets, batches.epoch)
-        value.backward()
-        optimizer.step()
-        total += float(value.detach())
-    return total / len(batches)
+# ------------------------------------------------------------------------------------------------ the official sides
+@dataclass
+class OfficialTraining:
+    """The official side of a run: what the optimiser steps, and one training epoch of the official code."""
+
+    trainable: nn.Module  # its parameters are what lit-kd's optimiser steps
+    epoch: Callable[[TrainingEpoch, ScheduledOptimizer], float]  # one epoch; the mean training loss
+    flags: dict[str, Any] | None = None  # RepDistiller's options (train_distill's opt)
+    counts: dict[str, int] = field(default_factory=dict)  # events the official code met, recorded with the run
+
+
+#: builds a row's official side: (checkout, row, lit-kd module, teacher network, data, epochs) -> its training
+Builder = Callable[[Path, "Row", Any, nn.Module, CIFAR10DataModule, int], OfficialTraining]
+#: an official per-batch loss: (images, targets, epoch from 0) -> the loss its trainer back-propagates
+BatchLoss = Callable[[Tensor, Tensor, int], Tensor]
+#: what ``.train()`` puts in training mode, and its official per-batch loss
+Trained = tuple[nn.Module, BatchLoss]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One of gains.py's rows: how it builds its module, and the official code that trains the same student."""
+
+    module: Callable[..., DistillationModule]  # (student, teacher, **teacher kwargs), as gains.py's row builds it
+    reference: str  # the checkout it reads: --reference NAME=DIR
+    official: str  # what of it runs, for the report
+    training: Builder
+    criterion: Callable[[Path, Any], nn.Module] | None = None  # RepDistiller: (checkout, module) -> criterion_kd
+    regressor: bool = False  # FitNets: module_list[1] is the official ConvReg
+    loss: Callable[[Path, Any, nn.Module, nn.Module, Any], Trained] | None = None  # (checkout, module, s, t, data)
+
+
+def repdistiller_training(
+    root: Path, row: Row, module: Any, teacher_network: nn.Module, data: CIFAR10DataModule, epochs: int
+) -> OfficialTraining:
+    """RepDistiller's ``train_distill`` (``helper/loops.py``), once per epoch, with the modules and criteria
+    ``train_student.py:176-189, 267-279`` give it (FitNets: the official ``ConvReg``, its weights copied)."""
+    loops, zoo_kd = import_official(root, "helper/loops.py"), import_official(root, "distiller_zoo/KD.py")
+    teacher = RepDistillerNetwork(teacher_network)
+    match_input_normalization(teacher, data.mean, data.std)  # ImageNet-normalised inputs, as lit-kd feeds it
+    flags = repdistiller_flags(module)
+    student = RepDistillerNetwork(module.student)
+    extras = []
+    if row.regressor:  # train_student.py:170-173, 187: the maps of a dummy batch size the regressor
+        with torch.no_grad():
+            probe = torch.randn(2, 3, 32, 32)
+            feat_t, _ = teacher.eval()(probe, is_feat=True)
+            feat_s, _ = copy.deepcopy(student).eval()(probe, is_feat=True)
+        extras.append(official_regressor(root, module, feat_s[flags.hint_layer], feat_t[flags.hint_layer]))
+    assert row.criterion is not None
+    module_list = nn.ModuleList([student, *extras, teacher])
+    criteria = nn.ModuleList([nn.CrossEntropyLoss(), zoo_kd.DistillKL(flags.kd_T), row.criterion(root, module)])
+
+    def epoch(batches: TrainingEpoch, optimizer: ScheduledOptimizer) -> float:
+        opt = namespace(**vars(flags), print_freq=len(batches) + 1)
+        return float(loops.train_distill(batches.epoch + 1, batches, module_list, criteria, optimizer, opt)[1])
+
+    return OfficialTraining(nn.ModuleList([student, *extras]), epoch, vars(flags))
+
+
+def mdistiller_loss(distiller: nn.Module) -> BatchLoss:
+    """mdistiller's per-batch loss: the distiller called with the epoch counted from 1 (``engine/trainer.py:78-86``),
+    its loss dict summed (``engine/trainer.py:164-167``)."""
+
+    def loss(images: Tensor, targets: Tensor, epoch: int) -> Tensor:
+        _, losses = distiller(image=images, target=targets, epoch=epoch + 1)
+        return sum(value.mean() for value in losses.values())
+
+    return loss
+
+
+def dkd_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
+    distiller = mdistiller_dkd(root, module, student, teacher)
+    match_input_normalization(distiller.teacher, data.mean, data.std)  # ImageNet-normalised inputs, as lit-kd's
+    return distiller, mdistiller_loss(distiller)
+
+
+def ls_kd_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
+    distiller = mdistiller_ls_kd(root, module, student, teacher)
+    match_input_normalization(distiller.teacher, data.mean, data.std)
+    return distiller, mdistiller_loss(distiller)
+
+
+def dist_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
+    match_input_normalization(teacher, data.mean, data.std)  # KDLoss calls the teacher itself
+    criterion = dist_criterion(root, module, student, teacher)  # it puts the teacher in eval mode (kd_loss.py:45)
+    return student, lambda images, targets, epoch: criterion(images, targets)
+
+
+def loss_training(
+    root: Path, row: Row, module: Any, teacher_network: nn.Module, data: CIFAR10DataModule, epochs: int
+) -> OfficialTraining:
+    """An official loss that runs both networks itself, once per batch in the loop its trainer runs
+    (``network.train()``, then per batch: clear the gradients, the loss, backward, the optimiser step; mdistiller
+    ``engine/trainer.py:153-168``, DIST_KD ``classification/tools/train.py:257-291`` without its gradient clipping,
+    EMA and AMP, off in its CIFAR runs)."""
+    assert row.loss is not None
+    network, loss = row.loss(root, module, module.student, teacher_network, data)
+
+    def epoch(batches: TrainingEpoch, optimizer: ScheduledOptimizer) -> float:
+        network.train()
+        total = 0.0
+        for images, targets, _ in batches:
+            optimizer.zero_grad()
+            value = loss(images, targets, batches.epoch)
+            value.backward()
+            optimizer.step()
+            total += float(value.detach())
+        return total / len(batches)
+
+    return OfficialTraining(module.student, epoch)
+
+
+class CpuTorch(types.ModuleType):
+    """``torch`` for BSS's script on the CPU: ``torch.rand(...).cuda()`` (``train_BSS_distillation.py:125``) is the
+    draw itself; everything else is torch's."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+    def rand(self, *size: Any, **kwargs: Any) -> Any:
+        draws = torch.rand(*size, **kwargs)
+        return namespace(cuda=lambda: draws)
+
+
+class SteppingRecorder:
+    """The script's global ``optimizer``: lit-kd's optimiser and schedule, keeping the loss each step applies (read
+    from ``train_attack_KD``'s frame, where ``optimizer.step()`` follows ``loss.backward()``, lines 143-144)."""
+
+    def __init__(self) -> None:
+        self.optimizer: ScheduledOptimizer | None = None  # set for each epoch
+        self.losses: list[float] = []
+
+    def zero_grad(self) -> None:
+        assert self.optimizer is not None
+        self.optimizer.zero_grad()
+
+    def step(self) -> None:
+        assert self.optimizer is not None
+        self.losses.append(float(sys._getframe(1).f_locals["loss"].detach()))
+        self.optimizer.step()
+
+
+def bss_training(
+    root: Path, row: Row, module: Any, teacher_network: nn.Module, data: CIFAR10DataModule, epochs: int
+) -> OfficialTraining:
+    """BSS's own training function, ``train_attack_KD`` of ``train_BSS_distillation.py`` (lines 77-153, compiled from
+    the checkout at their lines by ``parity_bss.official_functions``), with its loss-weight schedule (lines 197-198)
+    over this budget's epochs, the official attack (``attacks/attack_BSS.py``, line 71's settings) and lit-kd's
+    optimiser; called once per batch (a one-batch ``trainloader``), so that a batch with exactly one base sample,
+    where the official code raises (a 0-d ``attack_idx``, lines 113-114), is trained by the official code without its
+    attack (``ratio_attack = 0``; its BN statistics then see that batch twice) instead of ending the run; such batches
+    are counted."""
+    mining = BoundarySampleMining()  # gains.py's BSS row: the callback's defaults
+    match_input_normalization(teacher_network, data.mean, data.std)  # t_net(inputs): ImageNet-normalised, as lit-kd's
+    recorder = SteppingRecorder()
+    script: dict[str, Any] = dict(
+        torch=CpuTorch(),
+        F=F,
+        Variable=torch.autograd.Variable,
+        time=time,
+        print=lambda *args, **kwargs: None,
+        use_cuda=False,
+        optimizer=recorder,
+        criterion_CE=nn.CrossEntropyLoss(),  # train_BSS_distillation.py:74
+        temperature=module.temperature,  # :21
+        attack_size=mining.max_samples,  # :23
+    )
+    official_functions(root, script)
+    script["attack"] = import_attack(root).AttackBSS(
+        targeted=True, num_steps=mining.num_steps, max_epsilon=16, step_alpha=mining.step_size, cuda=True, norm=2
+    )  # :71
+    counts = {"one_base_sample_batches": 0}  # trained without their attack (see above)
+
+    def epoch(batches: TrainingEpoch, optimizer: ScheduledOptimizer) -> float:
+        recorder.optimizer, recorder.losses = optimizer, []
+        ratio, attack_ratio = script["official_weights"](batches.epoch + 1, epochs)  # :197-198
+        for images, targets, _ in batches:
+            script["trainloader"] = [(images, targets)]
+            try:
+                script["train_attack_KD"](teacher_network, module.student, ratio, attack_ratio, batches.epoch + 1)
+            except IndexError:
+                counts["one_base_sample_batches"] += 1
+                script["train_attack_KD"](teacher_network, module.student, ratio, 0, batches.epoch + 1)
+        return sum(recorder.losses) / len(recorder.losses)
+
+    return OfficialTraining(module.student, epoch, counts=counts)
+
+
+REPDISTILLER_LOOP = "`helper/loops.py: train_distill`, once per epoch"
+MDISTILLER_LOOP = "the distiller's `forward_train` once per batch in `engine/trainer.py: train_iter`'s steps"
+ROWS = {  # RepDistiller's criteria as train_student.py:183-186, 199-200 builds them
+    "Hinton KD": Row(
+        HintonKD,
+        "RepDistiller",
+        REPDISTILLER_LOOP,
+        repdistiller_training,
+        lambda root, m: import_official(root, "distiller_zoo/KD.py").DistillKL(m.temperature),
+    ),
+    "FitNets": Row(
+        FitNets,
+        "RepDistiller",
+        REPDISTILLER_LOOP,
+        repdistiller_training,
+        lambda root, m: import_official(root, "distiller_zoo/FitNet.py").HintLoss(),
+        regressor=True,
+    ),
+    "AT": Row(
+        AttentionTransfer,
+        "RepDistiller",
+        REPDISTILLER_LOOP,
+        repdistiller_training,
+        lambda root, m: import_official(root, "distiller_zoo/AT.py").Attention(p=int(m.p)),
+    ),
+    "BSS": Row(
+        BSSDistillation,
+        "BSS_distillation",
+        "`train_BSS_distillation.py: train_attack_KD` once per batch, its weight schedule over the budget",
+        bss_training,
+    ),
+    "DKD": Row(DecoupledKD, "mdistiller", MDISTILLER_LOOP, loss_training, loss=dkd_loss),
+    "DIST": Row(
+        DISTDistillation,
+        "DIST_KD",
+        "`KDLoss(input, target)` once per batch in `tools/train.py: train_epoch`'s steps",
+        loss_training,
+        loss=dist_loss,
+    ),
+    "KD + LS": Row(
+        lambda s, t, **kw: HintonKD(s, t, **LOGIT_STANDARDISATION, **kw),
+        "logit-standardization-KD",
+        MDISTILLER_LOOP,
+        loss_training,
+        loss=ls_kd_loss,
+    ),
+}
 
 
 def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> dict[str, Any]:
-    """Train row ``name``'s student for seed ``seed`` with its official code (RepDistiller's ``train_distill``, or an
-    official per-batch loss in :func:`loss_epoch`); test its last weights."""
+    """Train row ``name``'s student for seed ``seed`` with its official code (``Row.training``); test its last
+    weights."""
     row, runner = ROWS[name], Runner(args, seed)
     # the student as gains.py's row builds it: the same seed before the same constructor gives the same weights
     module = runner.seeded(lambda: row.module(create_model("resnet8", 10), runner.teacher(), **runner.teacher_kwargs()))
@@ -356,18 +473,9 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> 
     teacher_network = runner.adapted_teacher()
     data.return_indices = True  # the batches carry the sample indices (train_distill unpacks them); same draws
     loader = data.train_dataloader()
-    if row.loss is None:
-        loops = import_official(root, "helper/loops.py")
-        teacher = RepDistillerNetwork(teacher_network)
-        match_input_normalization(teacher, data.mean, data.std)  # ImageNet-normalised inputs, as lit-kd feeds it
-        side = official_side(root, row, module, teacher)
-        trainable, lines, flags = side.trainable, side.lines, vars(side.opt)
-        opt = namespace(**flags, print_freq=len(loader) + 1)
-    else:
-        with trace_lines(root) as lines:
-            network, batch_loss = row.loss(root, module, module.student, teacher_network, data)
-        trainable, flags = module.student, None
-    optimizer = module.build_optimizer(module.optimizer_factory, trainable.parameters())
+    with trace_lines(root) as lines:
+        official = row.training(root, row, module, teacher_network, data, args.epochs)
+    optimizer = module.build_optimizer(module.optimizer_factory, official.trainable.parameters())
     steps = args.epochs * len(loader)
     schedule = with_lr_schedule(optimizer, module.lr_scheduler_factory, namespace(estimated_stepping_batches=steps))
     if module.lr_scheduler_factory is not None or schedule["lr_scheduler"]["interval"] != "step":
@@ -379,15 +487,10 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> 
         with (
             trace_lines(root if epoch == 0 else None) as executed,
             mock.patch("torch.cuda.is_available", return_value=False),  # lit-kd's rows ran on the CPU
-            contextlib.redirect_stdout(io.StringIO()),  # the loop's progress lines
+            contextlib.redirect_stdout(io.StringIO()),  # the official code's progress lines
         ):
-            batches = TrainingEpoch(data, loader, epoch)
-            if row.loss is None:
-                _, loss = loops.train_distill(epoch + 1, batches, side.module_list, side.criterion_list, stepped, opt)
-            else:
-                loss = loss_epoch(batches, network, batch_loss, stepped)
+            train_loss.append(official.epoch(TrainingEpoch(data, loader, epoch), stepped))
         epoch_seconds.append(time.perf_counter() - start)
-        train_loss.append(float(loss))
         for path, numbers in executed.items():
             lines.setdefault(path, set()).update(numbers)
     (metrics,) = quiet_trainer(accelerator="cpu").test(SupervisedModule(module.student), data, verbose=False)
@@ -408,7 +511,8 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> 
         "subset_hash": subset,
         "subset_verified": True,  # against expected_subset_hash, or the run raised
         "student_init": student_start,
-        "flags": flags,  # RepDistiller's options (train_distill's opt)
+        "flags": official.flags,
+        **official.counts,
         "official_lines": {path: sorted(numbers) for path, numbers in sorted(lines.items())},
     }
 
@@ -536,6 +640,13 @@ NOT_EQUAL = [
     "mdistiller's and DIST_KD's trainers need CUDA, their configs and loggers. DIST_KD's gradient clipping and mixed "
     "precision (off by default: `classification/lib/utils/args.py:45,49`) and EMA (off: "
     "`configs/strategies/distill/dist_cifar.yaml:17`) are not restated",
+    "BSS: the official attack clamps the boundary samples to [-2.5, 2.5] in the data's normalisation "
+    "(`attacks/attack_BSS.py:72`, hard-coded), lit-kd to the data's image range (its default; "
+    "benchmarks/results/parity.md lists it as the one default that differs); the official code runs the plain "
+    "teacher (with gradients, discarded), lit-kd its BN-folded copy and memoised clean logits; the target classes "
+    "are drawn from other random streams (`torch.rand`, line 125, against lit-kd's `torch.multinomial`); a batch "
+    "with exactly one base sample, where the official code raises (lines 113-114), is trained by it without its "
+    "attack and counted (`one_base_sample_batches`)",
     "FitNets: RepDistiller's ConvReg convolution has a bias (lit-kd's none); its gradient is zero behind the "
     "BatchNorm, so only weight decay moves it, and the BatchNorm cancels it either way",
     "lit-kd keeps the student in channels-last memory format on the CPU (its default speed option); the official "

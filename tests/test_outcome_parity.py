@@ -84,6 +84,39 @@ LOSS_STAND_INS = {
                     return logits, {"ce": c.CE_WEIGHT * F.cross_entropy(logits, target), "kd": kd}
         """,
     },
+    # BSS: the clean-sample loss of Heo et al. (2019, Eq. 6: cross-entropy plus r times the soft cross-entropy at
+    # temperature T, summed over classes and averaged over the batch) under the official schedule of r and r_bss
+    # (train_BSS_distillation.py:197-198, as lit_kd.callbacks.bss.bss_weights cites it), in the script's layout: a
+    # function train_attack_KD reading the script's globals, and a `for epoch` loop setting ratio and attack_ratio.
+    # At one epoch r_bss is 0, so no boundary sample is made; the stand-in refuses to attack.
+    "BSS_distillation": {
+        "train_BSS_distillation.py": """
+            def train_attack_KD(t_net, s_net, ratio, ratio_attack, epoch):
+                s_net.train()
+                t_net.eval()
+                for inputs, targets in trainloader:
+                    optimizer.zero_grad()
+                    out_s, out_t = s_net(inputs), t_net(inputs)
+                    soft_t = F.softmax(out_t / temperature, 1).detach()
+                    loss = criterion_CE(out_s, targets)
+                    loss = loss - ratio * (soft_t * F.log_softmax(out_s / temperature, 1)).sum() / len(inputs)
+                    if ratio_attack > 0:
+                        raise NotImplementedError("the stand-in makes no boundary sample")
+                    loss.backward()
+                    optimizer.step()
+
+
+            for epoch in range(1, max_epoch + 1):
+                ratio = max(3 * (1 - epoch / max_epoch), 0) + 1
+                attack_ratio = max(2 * (1 - 4 / 3 * epoch / max_epoch), 0) + 0
+                train_attack_KD(t_net, s_net, ratio, attack_ratio, epoch)
+        """,
+        "attacks/attack_BSS.py": """
+            class AttackBSS:
+                def __init__(self, **settings):
+                    self.settings = settings
+        """,
+    },
     "DIST_KD": {
         "classification/lib/models/losses/dist_kd.py": """
             def pearson(a, b):
@@ -325,17 +358,18 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
     monkeypatch,
     checkout,
 ) -> None:
-    """DKD and DIST: the official loss objects, called once a batch in outcome_parity's loop, train the same student
-    from the same start and batches as gains.py's rows (to float32 rounding); DKD reads the epoch counted from 1."""
+    """BSS, DKD and DIST: BSS's official training function (once a batch, its schedule) and the official loss
+    objects, called in outcome_parity's loop, train the same student from the same start and batches as gains.py's
+    rows (to float32 rounding); DKD reads the epoch counted from 1."""
     roots = {}
     for name, files in LOSS_STAND_INS.items():
         roots[name] = tmp_path / name
         for relative, source in files.items():
             (roots[name] / relative).parent.mkdir(parents=True, exist_ok=True)
             (roots[name] / relative).write_text(textwrap.dedent(source))
-    methods = ("DKD", "DIST")
+    methods = ("BSS", "DKD", "DIST")
     students = {"lit-kd": [], "official": []}
-    for cls in (gains.DecoupledKD, gains.DISTDistillation):
+    for cls in (gains.BSSDistillation, gains.DecoupledKD, gains.DISTDistillation):
         monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
     monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
     run_gains(gains, monkeypatch, cifar_folder, tmp_path, "--rows", *methods, "--seeds", "0")
@@ -343,7 +377,7 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
     references = tuple(f"{name}={root}" for name, root in roots.items())
     with pytest.raises(SystemExit, match="--reference DIST_KD=DIR"):  # a method's checkout not named
         run(
-            outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file, references=references[:1], methods=methods
+            outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file, references=references[:2], methods=methods
         )
     result = run(
         outcome,
@@ -362,8 +396,12 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
         # float32 rounding only: DIST's correlations amplify it most (benchmarks/results/parity.md)
         assert max_difference(lit_student, official_student) < 1e-2 * moved, name
         run_record = result["results"]["0"][name]
-        assert run_record["reference"] == ("mdistiller" if name == "DKD" else "DIST_KD")
+        assert run_record["reference"] == {"BSS": "BSS_distillation", "DKD": "mdistiller", "DIST": "DIST_KD"}[name]
         assert run_record["official_lines"], name  # the stand-in's loss code ran
+    bss = result["results"]["0"]["BSS"]
+    # the stand-in's function ran but for its refusal to attack, and the schedule's two lines
+    assert set(bss["official_lines"]["train_BSS_distillation.py"]) == set(range(3, 15)) - {12} | {18, 19}
+    assert bss["one_base_sample_batches"] == 0
     dkd = sys.modules[outcome.import_official(roots["mdistiller"], "mdistiller/distillers/DKD.py").__name__]
     assert set(dkd.EPOCHS) == {1}  # the one epoch, counted from 1 as mdistiller's trainer counts
-    assert {row["method"]: row["seeds paired"] for row in result["rows"]} == {"DKD": "0", "DIST": "0"}
+    assert {row["method"]: row["seeds paired"] for row in result["rows"]} == {"BSS": "0", "DKD": "0", "DIST": "0"}
