@@ -85,7 +85,6 @@ from typing import Any
 from unittest import mock
 
 import torch
-import torch.nn.functional as F
 from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
 from gains import (
     LOGIT_STANDARDISATION,
@@ -110,7 +109,7 @@ from parity import (
     repdistiller_forward,
     trace_lines,
 )
-from parity_bss import import_attack, official_functions
+from parity_bss import official_script
 from torch import Tensor, nn
 
 from lit_kd.callbacks import BoundarySampleMining
@@ -380,22 +379,7 @@ def bss_training(
     mining = BoundarySampleMining()  # gains.py's BSS row: the callback's defaults
     match_input_normalization(teacher_network, data.mean, data.std)  # t_net(inputs): ImageNet-normalised, as lit-kd's
     recorder = SteppingRecorder()
-    script: dict[str, Any] = dict(
-        torch=CpuTorch(),
-        F=F,
-        Variable=torch.autograd.Variable,
-        time=time,
-        print=lambda *args, **kwargs: None,
-        use_cuda=False,
-        optimizer=recorder,
-        criterion_CE=nn.CrossEntropyLoss(),  # train_BSS_distillation.py:74
-        temperature=module.temperature,  # :21
-        attack_size=mining.max_samples,  # :23
-    )
-    official_functions(root, script)
-    script["attack"] = import_attack(root).AttackBSS(
-        targeted=True, num_steps=mining.num_steps, max_epsilon=16, step_alpha=mining.step_size, cuda=True, norm=2
-    )  # :71
+    script = official_script(root, module.temperature, mining, CpuTorch(), recorder)
     counts = {"one_base_sample_batches": 0}  # trained without their attack (see above)
 
     def epoch(batches: TrainingEpoch, optimizer: ScheduledOptimizer) -> float:

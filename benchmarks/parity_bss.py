@@ -293,6 +293,34 @@ def official_functions(root: Path, namespace: dict[str, Any]) -> None:
     exec(compile(ast.Module(body=[*train, weights], type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102
 
 
+def official_script(
+    root: Path, temperature: float, mining: BoundarySampleMining, torch_module: types.ModuleType, optimizer: Any
+) -> dict[str, Any]:
+    """The script's globals that ``train_attack_KD`` reads, at lit-kd's settings, with ``train_attack_KD`` and
+    ``official_weights`` compiled into them (:func:`official_functions`) and the official attack (line 71).
+
+    ``torch_module`` stands in for ``torch`` (line 125 calls ``torch.rand(...).cuda()``), ``optimizer`` for the global
+    optimiser (``zero_grad`` and ``step``, lines 90 and 144); ``use_cuda`` is ``False`` and ``print`` silent.
+    """
+    namespace: dict[str, Any] = dict(
+        torch=torch_module,
+        F=F,
+        Variable=torch.autograd.Variable,
+        time=time,
+        print=lambda *args, **kwargs: None,
+        use_cuda=False,
+        optimizer=optimizer,
+        criterion_CE=nn.CrossEntropyLoss(),  # train_BSS_distillation.py:74
+        temperature=temperature,  # :21
+        attack_size=mining.max_samples,  # :23
+    )
+    official_functions(root, namespace)
+    namespace["attack"] = import_attack(root).AttackBSS(
+        targeted=True, num_steps=mining.num_steps, max_epsilon=16, step_alpha=mining.step_size, cuda=True, norm=2
+    )  # :71
+    return namespace
+
+
 class InjectedRand(types.ModuleType):
     """``torch`` for the script, whose ``torch.rand([M]).cuda()`` (line 125) returns the batch's first M uniforms."""
 
@@ -336,26 +364,10 @@ def official_bss(root: Path, problem: Problem, module: BSSDistillation) -> Offic
     """The official ``train_attack_KD`` on one batch per step, set to the module's settings (see the module doc)."""
     mining = module.boundary_mining
     assert mining is not None and mining.num_epochs is not None
-    attack_bss = import_attack(root)
     student, teacher = problem.student_copy(), problem.teacher_copy()
     draws, recorder = InjectedRand(), LossRecorder(list(student.parameters()))
-    namespace: dict[str, Any] = dict(
-        torch=draws,
-        F=F,
-        Variable=torch.autograd.Variable,
-        time=time,
-        print=lambda *args, **kwargs: None,
-        use_cuda=False,
-        optimizer=recorder,
-        criterion_CE=nn.CrossEntropyLoss(),  # train_BSS_distillation.py:74
-        temperature=module.temperature,  # :21
-        attack_size=mining.max_samples,  # :23
-    )
-    official_functions(root, namespace)
+    namespace = official_script(root, module.temperature, mining, draws, recorder)
     ratio, attack_ratio = namespace["official_weights"](EPOCH, mining.num_epochs)  # :197-198
-    namespace["attack"] = attack_bss.AttackBSS(
-        targeted=True, num_steps=mining.num_steps, max_epsilon=16, step_alpha=mining.step_size, cuda=True, norm=2
-    )  # :71
 
     def loss(step: int, batch: Batch) -> Tensor:
         assert isinstance(batch, BSSBatch)
