@@ -15,7 +15,7 @@ that whole runs end where the official code's end. The official code is read fro
   (:func:`loss_training`: clear gradients, loss, backward, step). Their trainers are monolithic (yacs configs, CUDA,
   logging), so their loops are restated, cited, and the loss code is what runs.
 
-Both kinds get:
+Every kind gets:
 
 * the batches of lit-kd's run of the same seed: gains.py's DataModule (``Runner.data``: ``--subset`` class-balanced
   images, batch 128, seeded by the run's seed), its sampler epoch set and its crop/flip draws made by the DataModule's
@@ -59,7 +59,7 @@ The campaign (7 methods x 3 seeds, each 60 epochs of 39 steps: the table's plate
 Its duration: RepDistiller's loop 0.79 to 0.88 s per official step in a smoke run (``--epochs 2 --subset 640
 --seeds 0``, 1 thread, on a 2-core machine shared with the gains campaign, load average 3.5 to 4) and 0.90 s over the
 first 60-epoch run (AT seed 0, 35 minutes, load about 2); BSS's function with its attack 1.39 s in a smoke run (load
-3, both epochs attacking), so at most about 55 minutes a BSS run at 60 epochs (no attack after 45 of them).
+3, both epochs attacking), so at most about 55 minutes a BSS run at 60 epochs (no attack from epoch 45 on).
 Seeds split across processes (``--seeds 0``, ``--seeds 1 2``) share the partial file, as gains.py's do.
 Runs whose lit-kd row is not in gains.py's file yet are kept and paired later: ``--summarize-only`` re-reads it.
 """
@@ -76,6 +76,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 import types
 import warnings
 from collections.abc import Callable, Iterator
@@ -109,6 +110,7 @@ from parity import (
     repdistiller_forward,
     trace_lines,
 )
+from parity_bss import SCRIPT as BSS_SCRIPT
 from parity_bss import official_script
 from torch import Tensor, nn
 
@@ -314,7 +316,7 @@ def loss_training(
 ) -> OfficialTraining:
     """An official loss that runs both networks itself, once per batch in the loop its trainer runs
     (``network.train()``, then per batch: clear the gradients, the loss, backward, the optimiser step; mdistiller
-    ``engine/trainer.py:153-168``, DIST_KD ``classification/tools/train.py:257-291`` without its gradient clipping,
+    ``engine/trainer.py:153-169``, DIST_KD ``classification/tools/train.py:257-293`` without its gradient clipping,
     EMA and AMP, off in its CIFAR runs)."""
     assert row.loss is not None
     network, loss = row.loss(root, module, module.student, teacher_network, data)
@@ -366,6 +368,13 @@ class SteppingRecorder:
         self.optimizer.step()
 
 
+def one_base_sample(error: IndexError) -> bool:
+    """Whether ``error`` is the official BSS code's on a batch with exactly one base sample: raised at
+    ``attack_idx.shape[0]`` (``train_BSS_distillation.py:114``), which the squeeze of line 113 made 0-d."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename.endswith(BSS_SCRIPT)]
+    return bool(frames) and "attack_idx.shape[0]" in (frames[-1].line or "")
+
+
 def bss_training(
     root: Path, row: Row, module: Any, teacher_network: nn.Module, data: CIFAR10DataModule, epochs: int
 ) -> OfficialTraining:
@@ -374,8 +383,8 @@ def bss_training(
     over this budget's epochs, the official attack (``attacks/attack_BSS.py``, line 71's settings) and lit-kd's
     optimiser; called once per batch (a one-batch ``trainloader``), so that a batch with exactly one base sample,
     where the official code raises (a 0-d ``attack_idx``, lines 113-114), is trained by the official code without its
-    attack (``ratio_attack = 0``; its BN statistics then see that batch twice) instead of ending the run; such batches
-    are counted."""
+    attack (``ratio_attack = 0``, from the BN statistics the student had before the failed call) instead of ending
+    the run; such batches are counted. Any other error ends the run."""
     mining = BoundarySampleMining()  # gains.py's BSS row: the callback's defaults
     match_input_normalization(teacher_network, data.mean, data.std)  # t_net(inputs): ImageNet-normalised, as lit-kd's
     recorder = SteppingRecorder()
@@ -387,10 +396,16 @@ def bss_training(
         ratio, attack_ratio = script["official_weights"](batches.epoch + 1, epochs)  # :197-198
         for images, targets, _ in batches:
             script["trainloader"] = [(images, targets)]
+            buffers = {name: buffer.clone() for name, buffer in module.student.named_buffers()}
             try:
                 script["train_attack_KD"](teacher_network, module.student, ratio, attack_ratio, batches.epoch + 1)
-            except IndexError:
+            except IndexError as error:
+                if not one_base_sample(error):
+                    raise
                 counts["one_base_sample_batches"] += 1
+                with torch.no_grad():  # undo the failed call's BN update (its forward pass, line 95)
+                    for name, buffer in module.student.named_buffers():
+                        buffer.copy_(buffers[name])
                 script["train_attack_KD"](teacher_network, module.student, ratio, 0, batches.epoch + 1)
         return sum(recorder.losses) / len(recorder.losses)
 
@@ -604,6 +619,15 @@ def report(rows: list[dict[str, Any]], payload: dict[str, Any]) -> str:
         seconds = f"{statistics.mean(per_step):.3f}" if per_step else "-"
         lines.append(f"| {name} | {reference}: {ROWS[name].official} | {', '.join(sorted(commits))} | {seconds} |")
     lines.append("")
+    one_base = {
+        seed: runs["BSS"]["one_base_sample_batches"] for seed, runs in payload["results"].items() if "BSS" in runs
+    }
+    if one_base:
+        lines += [
+            "BSS: batches with exactly one base sample, where the official code raises, trained by it without their "
+            "attack: " + ", ".join(f"seed {seed}: {count}" for seed, count in sorted(one_base.items())) + ".",
+            "",
+        ]
     lines += ["## Official lines that ran (first epoch and construction)", ""]
     for name, paths in official_lines(payload).items():
         lines.append(f"- {name}: " + "; ".join(f"`{path}:{ranges}`" for path, ranges in paths.items()))
@@ -620,7 +644,7 @@ NOT_EQUAL = [
     "separates the two trajectories, and over thousands of steps it grows into seed-like differences: hence several "
     "seeds and an interval, not one run",
     "DKD, DIST and KD + LS: the official loss code runs, but not the official trainers' loops, which are restated "
-    "in four lines (`loss_epoch`: clear the gradients, the loss, backward, the optimiser step; cited there): "
+    "in four lines (`loss_training`: clear the gradients, the loss, backward, the optimiser step; cited there): "
     "mdistiller's and DIST_KD's trainers need CUDA, their configs and loggers. DIST_KD's gradient clipping and mixed "
     "precision (off by default: `classification/lib/utils/args.py:45,49`) and EMA (off: "
     "`configs/strategies/distill/dist_cifar.yaml:17`) are not restated",

@@ -300,7 +300,7 @@ def official_script(
     ``official_weights`` compiled into them (:func:`official_functions`) and the official attack (line 71).
 
     ``torch_module`` stands in for ``torch`` (line 125 calls ``torch.rand(...).cuda()``), ``optimizer`` for the global
-    optimiser (``zero_grad`` and ``step``, lines 90 and 144); ``use_cuda`` is ``False`` and ``print`` silent.
+    optimiser (``zero_grad`` and ``step``, lines 92 and 144); ``use_cuda`` is ``False`` and ``print`` silent.
     """
     namespace: dict[str, Any] = dict(
         torch=torch_module,

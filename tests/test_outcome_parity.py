@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -23,11 +24,14 @@ from lit_kd.runtime.memo import weights_hash
 from tests.test_gains import gains  # noqa: F401 (the fixture)
 from tests.test_gains import run as run_gains
 
-#: Stand-ins for the per-batch official losses (``outcome_parity.loss_epoch``), in the checkouts' layouts: DKD from its
-#: paper (Zhao et al., 2022, Eq. 1-7: TCKD on the binary target/non-target split, NCKD on the non-target classes
-#: renormalised, both times T^2, the KD part scaled by min(epoch / warm-up, 1)), DIST from its paper (Huang et al.,
-#: 2022, Eq. 6-8: 1 - Pearson correlation of the softened probabilities per sample and per class, times tau^2).
-#: Each records the epochs it was called with. No official code is used.
+#: Stand-ins for the official code that outcome_parity drives once a batch (``loss_training``, ``bss_training``), in
+#: the checkouts' layouts: DKD from its paper (Zhao et al., 2022, Eq. 1-7: TCKD on the binary target/non-target
+#: split, NCKD on the non-target classes renormalised, both times T^2, the KD part scaled by min(epoch / warm-up, 1);
+#: it records the epochs it is called with), KD + LS from its paper (Sun et al., 2024: KD at temperature T on
+#: Z-scored logits, the standard deviation unbiased plus 1e-7 as logit-standardization-KD's
+#: mdistiller/distillers/KD.py:7-10 computes it), DIST from its paper (Huang et al., 2022, Eq. 6-8: 1 - Pearson
+#: correlation of the softened probabilities per sample and per class, times tau^2), BSS below. No official code is
+#: used.
 LOSS_STAND_INS = {
     "mdistiller": {
         "mdistiller/distillers/_base.py": """
@@ -115,6 +119,58 @@ LOSS_STAND_INS = {
             class AttackBSS:
                 def __init__(self, **settings):
                     self.settings = settings
+        """,
+    },
+    "logit-standardization-KD": {
+        "mdistiller/distillers/_base.py": """
+            from torch import nn
+
+
+            class Distiller(nn.Module):
+                def __init__(self, student, teacher):
+                    super().__init__()
+                    self.student, self.teacher = student, teacher
+
+                def train(self, mode=True):
+                    super().train(mode)
+                    self.teacher.eval()
+                    return self
+
+                def get_learnable_parameters(self):
+                    return list(self.student.parameters())
+
+                def forward(self, **kwargs):
+                    return self.forward_train(**kwargs)
+        """,
+        "mdistiller/distillers/KD.py": """
+            import torch
+            import torch.nn.functional as F
+
+            from ._base import Distiller
+
+
+            def z_score(logits):
+                return (logits - logits.mean(dim=1, keepdim=True)) / (1e-7 + logits.std(dim=1, keepdim=True))
+
+
+            class KD(Distiller):
+                def __init__(self, student, teacher, cfg):
+                    super().__init__(student, teacher)
+                    self.cfg = cfg
+
+                def forward_train(self, image, target, epoch):
+                    T, weights = self.cfg.KD.TEMPERATURE, self.cfg.KD.LOSS
+                    logits, _ = self.student(image)
+                    with torch.no_grad():
+                        teacher_logits, _ = self.teacher(image)
+                    if self.cfg.EXPERIMENT.LOGIT_STAND:
+                        logits_kd, teacher_kd = z_score(logits), z_score(teacher_logits)
+                    else:
+                        logits_kd, teacher_kd = logits, teacher_logits
+                    p_t = (teacher_kd / T).softmax(dim=1)
+                    kl = (p_t * (p_t.log() - (logits_kd / T).log_softmax(dim=1))).sum(dim=1).mean()
+                    ce = F.cross_entropy(logits, target)
+                    return logits, {"ce": weights.CE_WEIGHT * ce, "kd": weights.KD_WEIGHT * T**2 * kl}
         """,
     },
     "DIST_KD": {
@@ -350,6 +406,14 @@ def test_pairs_with_gains_rows_resumes_and_refuses_other_settings(
     assert hinton["not paired"].startswith("seed 1: teacher differs: 0123456789abcdef vs ")
 
 
+REFERENCES = {
+    "BSS": "BSS_distillation",
+    "DKD": "mdistiller",
+    "DIST": "DIST_KD",
+    "KD + LS": "logit-standardization-KD",
+}
+
+
 def test_official_per_batch_losses_train_the_student_lit_kd_trains(
     outcome,
     gains,  # noqa: F811 (the fixture)
@@ -367,17 +431,17 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
         for relative, source in files.items():
             (roots[name] / relative).parent.mkdir(parents=True, exist_ok=True)
             (roots[name] / relative).write_text(textwrap.dedent(source))
-    methods = ("BSS", "DKD", "DIST")
+    methods = ("BSS", "DKD", "DIST", "KD + LS")
     students = {"lit-kd": [], "official": []}
-    for cls in (gains.BSSDistillation, gains.DecoupledKD, gains.DISTDistillation):
+    for cls in (gains.BSSDistillation, gains.DecoupledKD, gains.DISTDistillation, gains.HintonKD):
         monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
     monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
     run_gains(gains, monkeypatch, cifar_folder, tmp_path, "--rows", *methods, "--seeds", "0")
     lit_file = tmp_path / "out" / "gains.partial.json"
     references = tuple(f"{name}={root}" for name, root in roots.items())
-    with pytest.raises(SystemExit, match="--reference DIST_KD=DIR"):  # a method's checkout not named
+    with pytest.raises(SystemExit, match="--reference mdistiller=DIR"):  # a method's checkout not named
         run(
-            outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file, references=references[:2], methods=methods
+            outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file, references=references[1:], methods=methods
         )
     result = run(
         outcome,
@@ -393,10 +457,11 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
     for name, lit_student, official_student in zip(methods, students["lit-kd"], students["official"], strict=True):
         pl.seed_everything(0, verbose=False)
         moved = max_difference(lit_student, create_model("resnet8", 10))
-        # float32 rounding only: DIST's correlations amplify it most (benchmarks/results/parity.md)
-        assert max_difference(lit_student, official_student) < 1e-2 * moved, name
+        # float32 rounding only (seen: 2e-4 of the step, DIST 1.1e-3: its correlations amplify rounding most,
+        # benchmarks/results/parity.md)
+        assert max_difference(lit_student, official_student) < (5e-3 if name == "DIST" else 1e-3) * moved, name
         run_record = result["results"]["0"][name]
-        assert run_record["reference"] == {"BSS": "BSS_distillation", "DKD": "mdistiller", "DIST": "DIST_KD"}[name]
+        assert run_record["reference"] == REFERENCES[name]
         assert run_record["official_lines"], name  # the stand-in's loss code ran
     bss = result["results"]["0"]["BSS"]
     # the stand-in's function ran but for its refusal to attack, and the schedule's two lines
@@ -404,4 +469,72 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
     assert bss["one_base_sample_batches"] == 0
     dkd = sys.modules[outcome.import_official(roots["mdistiller"], "mdistiller/distillers/DKD.py").__name__]
     assert set(dkd.EPOCHS) == {1}  # the one epoch, counted from 1 as mdistiller's trainer counts
-    assert {row["method"]: row["seeds paired"] for row in result["rows"]} == {"BSS": "0", "DKD": "0", "DIST": "0"}
+    assert {row["method"]: row["seeds paired"] for row in result["rows"]} == dict.fromkeys(methods, "0")
+
+
+#: A BSS script whose base samples are the samples labelled 0 (the official test of both networks being right is
+#: beside the point here), reaching the official lines 113-114 (``attack_idx = attack_flag.nonzero().squeeze()``,
+#: then ``attack_idx.shape[0]``) whenever ``ratio_attack > 0``; its loss is the cross-entropy alone. A batch with two
+#: samples labelled 2 raises another IndexError there (a class index out of range).
+ONE_BASE_SAMPLE_SCRIPT = """
+    def train_attack_KD(t_net, s_net, ratio, ratio_attack, epoch):
+        s_net.train()
+        t_net.eval()
+        for inputs, targets in trainloader:
+            optimizer.zero_grad()
+            out_s = s_net(inputs)
+            loss = criterion_CE(out_s, targets)
+            if ratio_attack > 0:
+                attack_idx = (targets == 0).nonzero().squeeze()
+                if attack_idx.shape[0] > attack_size:
+                    attack_idx = attack_idx[:attack_size]
+                out_s[:, 1 + int((targets == 2).sum())]
+            loss.backward()
+            optimizer.step()
+
+
+    for epoch in range(1, max_epoch + 1):
+        ratio = max(3 * (1 - epoch / max_epoch), 0) + 1
+        attack_ratio = max(2 * (1 - 4 / 3 * epoch / max_epoch), 0) + 0
+"""
+
+
+class Batches(list):
+    """Batches of ``(images, targets, indices)`` for one epoch, as outcome_parity's TrainingEpoch gives them."""
+
+    epoch = 0
+
+
+def test_bss_batches_with_exactly_one_base_sample_train_without_their_attack(outcome, tmp_path) -> None:
+    """Where the official BSS code raises on a single base sample, outcome_parity's bss_training trains that batch as
+    the official code does without the attack, from the BN statistics before the failed call, and counts it; any
+    other IndexError still ends the run."""
+    root = tmp_path / "BSS_distillation"
+    (root / "attacks").mkdir(parents=True)
+    (root / "train_BSS_distillation.py").write_text(textwrap.dedent(ONE_BASE_SAMPLE_SCRIPT))
+    (root / "attacks/attack_BSS.py").write_text(
+        textwrap.dedent(LOSS_STAND_INS["BSS_distillation"]["attacks/attack_BSS.py"])
+    )
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 4, 4, 2, generator=generator)  # two batches of four samples
+    one, two = torch.tensor([0, 1, 2, 1]), torch.tensor([0, 0, 1, 2])  # one base sample; two
+
+    def student_after(epochs: int, batches: list) -> torch.nn.Module:
+        torch.manual_seed(0)
+        student = torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Flatten(), torch.nn.Linear(4 * 2, 3))
+        module = types.SimpleNamespace(temperature=3.0, student=student)
+        data = types.SimpleNamespace(mean=None, std=None)
+        training = outcome.bss_training(root, None, module, torch.nn.Identity(), data, epochs)
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+        training.epoch(Batches((images[i], targets, None) for i, targets in batches), optimizer)
+        return student, training.counts["one_base_sample_batches"]
+
+    # epoch 1 of 2 attacks (r_bss = 2/3): the batch of one base sample falls back, that of two does not
+    attacked, count = student_after(2, [(0, one), (1, two)])
+    assert count == 1
+    # epoch 1 of 1 attacks nothing (r_bss = 0): the same steps, BN statistics included, as the fallback's
+    clean, count = student_after(1, [(0, one), (1, two)])
+    assert count == 0
+    assert max_difference(attacked, clean) == 0
+    with pytest.raises(IndexError):  # another IndexError of the official code is not taken for that case
+        student_after(2, [(0, torch.tensor([0, 0, 2, 2]))])
