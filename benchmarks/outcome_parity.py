@@ -44,7 +44,8 @@ lit-kd side is not re-run: its accuracies are gains.py's rows in ``--lit-kd-resu
 lit-kd minus official (points), its mean and 95% interval (Student's t), and whether the target holds (|mean| <= 1
 point and the interval holds 0); the official lines that ran in the first epoch (traced). Resumable as gains.py:
 finished (method, seed) runs are kept in ``benchmarks/results/<name>.partial.json`` (``--commit`` commits that file
-after each run) and skipped.
+after each run) and skipped, and a run stopped between epochs continues from its last epoch (its state after every
+epoch under ``--output-dir``/resume; the run records ``resumed_at_epoch``).
 
 The campaign (7 methods x 3 seeds, each 60 epochs of 39 steps: the table's plateau budget)::
 
@@ -93,6 +94,7 @@ from gains import (
     add_runner_arguments,
     commit_partial,
     paired_interval,
+    run_id,
     save_seed,
     set_aside_other_settings,
 )
@@ -461,9 +463,21 @@ ROWS = {  # RepDistiller's criteria as train_student.py:183-186, 199-200 builds 
 }
 
 
-def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> dict[str, Any]:
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` whole or not at all (a stop while writing leaves the previous file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def official_run(args: argparse.Namespace, root: Path, name: str, seed: int, resume: Path) -> dict[str, Any]:
     """Train row ``name``'s student for seed ``seed`` with its official code (``Row.training``); test its last
-    weights."""
+    weights.
+
+    After every epoch the run's state (what the optimiser steps, the optimiser, the schedule, torch's random state,
+    the losses, times, traced lines and counts so far) is written to ``resume``; a run stopped between epochs
+    continues from there as if it had not stopped (the batches of an epoch depend only on the seed and the epoch)."""
     row, runner = ROWS[name], Runner(args, seed)
     # the student as gains.py's row builds it: the same seed before the same constructor gives the same weights
     module = runner.seeded(lambda: row.module(create_model("resnet8", 10), runner.teacher(), **runner.teacher_kwargs()))
@@ -480,8 +494,17 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> 
     if module.lr_scheduler_factory is not None or schedule["lr_scheduler"]["interval"] != "step":
         raise ValueError(f"{name}: only lit-kd's default schedule (cosine, stepped per optimiser step) is replicated")
     stepped = ScheduledOptimizer(optimizer, schedule["lr_scheduler"]["scheduler"])
-    epoch_seconds, train_loss = [], []
-    for epoch in range(args.epochs):
+    epoch_seconds, train_loss, first_epoch = [], [], 0
+    if resume.is_file():
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        official.trainable.load_state_dict(state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        stepped.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        official.counts.update(state["counts"])
+        epoch_seconds, train_loss, first_epoch = state["epoch_seconds"], state["train_loss"], state["epoch"]
+        lines = {path: set(numbers) for path, numbers in state["lines"].items()}
+    for epoch in range(first_epoch, args.epochs):
         start = time.perf_counter()
         with (
             trace_lines(root if epoch == 0 else None) as executed,
@@ -492,6 +515,18 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> 
         epoch_seconds.append(time.perf_counter() - start)
         for path, numbers in executed.items():
             lines.setdefault(path, set()).update(numbers)
+        state = {
+            "epoch": epoch + 1,
+            "trainable": official.trainable.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": stepped.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "counts": dict(official.counts),
+            "epoch_seconds": epoch_seconds,
+            "train_loss": train_loss,
+            "lines": {path: sorted(numbers) for path, numbers in lines.items()},
+        }
+        save_state(resume, state)
     (metrics,) = quiet_trainer(accelerator="cpu").test(SupervisedModule(module.student), data, verbose=False)
     return {
         "acc": float(metrics["test/acc"]),
@@ -511,6 +546,7 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int) -> 
         "subset_verified": True,  # against expected_subset_hash, or the run raised
         "student_init": student_start,
         "flags": official.flags,
+        "resumed_at_epoch": first_epoch or None,
         **official.counts,
         "official_lines": {path: sorted(numbers) for path, numbers in sorted(lines.items())},
     }
@@ -696,6 +732,9 @@ def main() -> None:
     parser.add_argument("--name", default="outcome_parity", help="results file name (benchmarks/results/<name>.json)")
     parser.add_argument("--partial-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--commit", action="store_true", help="git-commit the partial results after every run")
+    parser.add_argument(
+        "--output-dir", type=Path, default=Path("runs/outcome_parity"), help="each run's state after every epoch"
+    )
     parser.add_argument("--summarize-only", action="store_true", help="run nothing: pair and tabulate")
     args = parser.parse_args()
     references = parse_references(args.reference)
@@ -729,9 +768,11 @@ def main() -> None:
         for seed in args.seeds:
             if name in results.get(str(seed), {}):
                 continue
-            run = official_run(args, references[ROWS[name].reference], name, seed)
+            resume = args.output_dir / "resume" / run_id(args.name, settings) / f"seed {seed}" / f"{name}.pt"
+            run = official_run(args, references[ROWS[name].reference], name, seed, resume)
             print(f"seed {seed}: {name} (official loop): {100 * run['acc']:.2f}% in {run['seconds']:.0f} s", flush=True)
             results = save_seed(partial, settings, str(seed), {**results.get(str(seed), {}), name: run})
+            resume.unlink()  # the run is recorded
             if args.commit:
                 commit_partial(partial, f"outcome parity {args.name}: seed {seed}, {name} (official loop)")
     official = {"settings": settings, "results": results}

@@ -538,3 +538,58 @@ def test_bss_batches_with_exactly_one_base_sample_train_without_their_attack(out
     assert max_difference(attacked, clean) == 0
     with pytest.raises(IndexError):  # another IndexError of the official code is not taken for that case
         student_after(2, [(0, torch.tensor([0, 0, 2, 2]))])
+
+
+class Stop(Exception):
+    """Stands for the end of a session between two epochs."""
+
+
+def test_a_run_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run(
+    outcome,
+    gains,  # noqa: F811 (the fixture)
+    tmp_path,
+    cifar_folder,
+    monkeypatch,
+    checkout,
+) -> None:
+    students = []
+    monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students))
+    # 3 epochs of one step each, stopped after the first: the second runs on the restored state, and the third on
+    # the schedule's state as the second left it
+    run_gains(gains, monkeypatch, cifar_folder, tmp_path, "--rows", "Hinton KD", "--seeds", "0", "--epochs", "3")
+    lit_file = tmp_path / "out" / "gains.partial.json"
+
+    def official(folder: str) -> dict:
+        options = ("--epochs", "3", "--partial-dir", str(tmp_path / folder), "--output-dir", str(tmp_path / folder))
+        result = run(
+            outcome,
+            monkeypatch,
+            cifar_folder,
+            tmp_path,
+            checkout,
+            lit_file,
+            *options,
+            seeds=("0",),
+            methods=("Hinton KD",),
+        )
+        return result["results"]["0"]["Hinton KD"]
+
+    students.clear()  # the official runs' students only
+    unstopped = official("unstopped")
+    save_state = outcome.save_state
+
+    def save_then_stop(path, state):
+        save_state(path, state)
+        raise Stop
+
+    monkeypatch.setattr(outcome, "save_state", save_then_stop)
+    with pytest.raises(Stop):  # stopped after its first epoch
+        official("stopped")
+    (state,) = (tmp_path / "stopped" / "resume").rglob("Hinton KD.pt")
+    monkeypatch.setattr(outcome, "save_state", save_state)
+    resumed = official("stopped")
+    assert len(students) == 2 and max_difference(students[1], students[0]) == 0  # the unstopped run's last weights
+    assert resumed["acc"] == unstopped["acc"] and resumed["train_loss_per_epoch"] == unstopped["train_loss_per_epoch"]
+    assert resumed["resumed_at_epoch"] == 1 and unstopped["resumed_at_epoch"] is None
+    assert resumed["official_lines"] == unstopped["official_lines"]  # the first epoch's trace, kept with the state
+    assert not state.exists()  # removed once the run is recorded
