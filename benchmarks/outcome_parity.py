@@ -539,6 +539,8 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int, res
         "teacher_weights": weights_hash(teacher_network),  # gains.py's hash of the teacher (Runner.teacher_weights)
         "reference": row.reference,
         "reference_commit": checkout_commit(root),
+        # the commits of the code that ran (DIST_KD's loss is in a submodule: its own commit)
+        "code_commits": sorted({commit for path in lines if (commit := checkout_commit((root / path).parent))}),
         "seed": seed,
         "subset": args.subset,
         "epochs": args.epochs,
@@ -629,7 +631,7 @@ def report(rows: list[dict[str, Any]], payload: dict[str, Any]) -> str:
     for seed_runs in payload["results"].values():
         for name, run in seed_runs.items():
             commits = official_code.setdefault(name, (run["reference"], set()))[1]
-            commits.add(run["reference_commit"] or "(unknown commit)")
+            commits.update(run.get("code_commits") or [run["reference_commit"] or "(unknown commit)"])
     lines = [
         "# Outcome parity with the official code",
         "",
