@@ -31,6 +31,21 @@ else:
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (setup.cfg): one worker per core this process may use (its CPU affinity and any cgroup CPU quota),
+    not per core of the host, which a container may show in full; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist's own hook reads it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:  # cgroup v2: "<quota> <period>" or "max <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
 @pytest.fixture(scope="session")
 def cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CIFAR-10 image-folder export with 8 train and 4 test images per class: ``<root>/cifar10/{train,test}``."""
