@@ -6,6 +6,7 @@ import csv
 import importlib
 import json
 import re
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -414,9 +415,13 @@ def test_lr_find_runs_and_sets_the_learning_rate(method: str, tmp_path: Path, ci
     build = HintonKD if method == "hinton" else AttentionTransfer
     module = build(create_model("resnet8", 10), create_model("resnet14", 10), teacher_checkpoint=str(teacher))
     trainer = tiny_trainer(tmp_path, max_epochs=4)  # 10 batches an epoch: room for the 30 steps of the search
-    finder = Tuner(trainer).lr_find(
-        module, datamodule=tiny_cifar(cifar_folder, batch_size=8), num_training=30, min_lr=1e-4, max_lr=1.0
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        finder = Tuner(trainer).lr_find(
+            module, datamodule=tiny_cifar(cifar_folder, batch_size=8), num_training=30, min_lr=1e-4, max_lr=1.0
+        )
+    # the frozen teacher is in eval mode by design: no warning about it, in the search's fit either
+    assert not [w for w in caught if "in eval mode at the start of training" in str(w.message)]
     suggestion = finder.suggestion()
     assert suggestion is not None and 1e-4 <= suggestion <= 1.0
     assert module.learning_rate == suggestion

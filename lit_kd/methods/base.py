@@ -386,8 +386,13 @@ class DistillationModule(StudentModule):
         self._memo_batch: tuple[Tensor, Tensor, Tensor] | None = None  # (images, samples, views) of this step
 
     def setup(self, stage: str) -> None:
-        """The base's setup; for ``fit`` with ``teacher_memo``, open the memo and ask the DataModule for view ids."""
+        """The base's setup; for ``fit`` with ``teacher_memo``, open the memo and ask the DataModule for view ids.
+
+        The teacher is in eval mode by design: Lightning's warning about eval-mode modules is silenced here, before
+        any callback's ``on_fit_start`` (the learning-rate finder trains from there).
+        """
         super().setup(stage)
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         if stage == "fit" and self.teacher_memo_path is not None:
             datamodule = getattr(self.trainer, "datamodule", None)
             self.teacher_memo = self.open_teacher_memo(datamodule, str(self.trainer.precision))
@@ -459,11 +464,6 @@ class DistillationModule(StudentModule):
         super().train(mode)
         self.teacher.eval()
         return self
-
-    def on_fit_start(self) -> None:
-        """The teacher is in eval mode by design: silence Lightning's warning about eval-mode modules."""
-        super().on_fit_start()
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     def teacher_logits(self, images: Tensor) -> Tensor:
         """Teacher logits without a graph: the inference copy under ``torch.inference_mode`` (``teacher_precision``).
