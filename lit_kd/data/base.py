@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -284,6 +285,8 @@ class InMemoryImageDataModule(LightningDataModule):
         if split is None:
             raise RuntimeError(f"{type(self).__name__}: the {name} split is not loaded; call setup() first")
         rank, world_size = self._rank_and_world()
+        if self.overfitting:  # these loaders do not shuffle then: Lightning only recognises torch's SequentialSampler
+            warnings.filterwarnings("ignore", message=r"You requested to overfit but enabled \w+ dataloader shuffling")
         sampler = ShardedBatchSampler(
             len(split.targets),
             self.batch_size if train else self.eval_batch_size,
