@@ -32,9 +32,8 @@ from tests.test_gains import run as run_gains
 #: mdistiller/distillers/KD.py:7-10 computes it), DIST from its paper (Huang et al., 2022, Eq. 6-8: 1 - Pearson
 #: correlation of the softened probabilities per sample and per class, times tau^2), BSS below. No official code is
 #: used.
-LOSS_STAND_INS = {
-    "mdistiller": {
-        "mdistiller/distillers/_base.py": """
+#: mdistiller's distiller base (mdistiller/distillers/_base.py), in both mdistiller-based stand-ins
+DISTILLER_BASE = """
             from torch import nn
 
 
@@ -53,7 +52,10 @@ LOSS_STAND_INS = {
 
                 def forward(self, **kwargs):
                     return self.forward_train(**kwargs)
-        """,
+        """
+LOSS_STAND_INS = {
+    "mdistiller": {
+        "mdistiller/distillers/_base.py": DISTILLER_BASE,
         "mdistiller/distillers/DKD.py": """
             import torch
             import torch.nn.functional as F
@@ -122,26 +124,7 @@ LOSS_STAND_INS = {
         """,
     },
     "logit-standardization-KD": {
-        "mdistiller/distillers/_base.py": """
-            from torch import nn
-
-
-            class Distiller(nn.Module):
-                def __init__(self, student, teacher):
-                    super().__init__()
-                    self.student, self.teacher = student, teacher
-
-                def train(self, mode=True):
-                    super().train(mode)
-                    self.teacher.eval()
-                    return self
-
-                def get_learnable_parameters(self):
-                    return list(self.student.parameters())
-
-                def forward(self, **kwargs):
-                    return self.forward_train(**kwargs)
-        """,
+        "mdistiller/distillers/_base.py": DISTILLER_BASE,
         "mdistiller/distillers/KD.py": """
             import torch
             import torch.nn.functional as F
@@ -422,9 +405,9 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
     monkeypatch,
     checkout,
 ) -> None:
-    """BSS, DKD and DIST: BSS's official training function (once a batch, its schedule) and the official loss
-    objects, called in outcome_parity's loop, train the same student from the same start and batches as gains.py's
-    rows (to float32 rounding); DKD reads the epoch counted from 1."""
+    """BSS, DKD, DIST and KD + LS: BSS's official training function (once a batch, its schedule) and the official
+    loss objects, called in outcome_parity's loop, train the same student from the same start and batches as
+    gains.py's rows (to float32 rounding); DKD reads the epoch counted from 1."""
     roots = {}
     for name, files in LOSS_STAND_INS.items():
         roots[name] = tmp_path / name
