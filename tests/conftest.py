@@ -31,6 +31,7 @@ else:
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown (and unused) without it
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (setup.cfg): one worker per core this process may use (its CPU affinity and any cgroup CPU quota),
     not per core of the host, which a container may show in full; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides."""
