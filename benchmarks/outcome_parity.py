@@ -284,30 +284,25 @@ def repdistiller_training(
     return OfficialTraining(nn.ModuleList([student, *extras]), epoch, vars(flags))
 
 
-def mdistiller_loss(distiller: nn.Module) -> BatchLoss:
-    """mdistiller's per-batch loss: the distiller called with the epoch counted from 1 (``engine/trainer.py:78-86``),
-    its loss dict summed (``engine/trainer.py:164-167``)."""
+def mdistiller_official(build: Callable[[Path, Any, nn.Module, nn.Module], nn.Module]) -> Callable[..., Trained]:
+    """An mdistiller distiller (``build``: ``parity.py``'s adapter, at the module's settings) as a per-batch loss:
+    called with the epoch counted from 1 (``engine/trainer.py:78-86``), its loss dict summed
+    (``engine/trainer.py:164-167``), its teacher fed ImageNet-normalised inputs as lit-kd feeds them."""
 
-    def loss(images: Tensor, targets: Tensor, epoch: int) -> Tensor:
-        _, losses = distiller(image=images, target=targets, epoch=epoch + 1)
-        return sum(value.mean() for value in losses.values())
+    def official(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
+        distiller = build(root, module, student, teacher)
+        match_input_normalization(distiller.teacher, data.mean, data.std)
 
-    return loss
+        def loss(images: Tensor, targets: Tensor, epoch: int) -> Tensor:
+            _, losses = distiller(image=images, target=targets, epoch=epoch + 1)
+            return sum(value.mean() for value in losses.values())
 
+        return distiller, loss
 
-def dkd_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
-    distiller = mdistiller_dkd(root, module, student, teacher)
-    match_input_normalization(distiller.teacher, data.mean, data.std)  # ImageNet-normalised inputs, as lit-kd's
-    return distiller, mdistiller_loss(distiller)
-
-
-def ls_kd_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
-    distiller = mdistiller_ls_kd(root, module, student, teacher)
-    match_input_normalization(distiller.teacher, data.mean, data.std)
-    return distiller, mdistiller_loss(distiller)
+    return official
 
 
-def dist_loss(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
+def dist_kd_official(root: Path, module: Any, student: nn.Module, teacher: nn.Module, data: Any) -> Trained:
     match_input_normalization(teacher, data.mean, data.std)  # KDLoss calls the teacher itself
     criterion = dist_criterion(root, module, student, teacher)  # it puts the teacher in eval mode (kd_loss.py:45)
     return student, lambda images, targets, epoch: criterion(images, targets)
@@ -445,20 +440,20 @@ ROWS = {  # RepDistiller's criteria as train_student.py:183-186, 199-200 builds 
         "`train_BSS_distillation.py: train_attack_KD` once per batch, its weight schedule over the budget",
         bss_training,
     ),
-    "DKD": Row(DecoupledKD, "mdistiller", MDISTILLER_LOOP, loss_training, loss=dkd_loss),
+    "DKD": Row(DecoupledKD, "mdistiller", MDISTILLER_LOOP, loss_training, loss=mdistiller_official(mdistiller_dkd)),
     "DIST": Row(
         DISTDistillation,
         "DIST_KD",
         "`KDLoss(input, target)` once per batch in `tools/train.py: train_epoch`'s steps",
         loss_training,
-        loss=dist_loss,
+        loss=dist_kd_official,
     ),
     "KD + LS": Row(
         lambda s, t, **kw: HintonKD(s, t, **LOGIT_STANDARDISATION, **kw),
         "logit-standardization-KD",
         MDISTILLER_LOOP,
         loss_training,
-        loss=ls_kd_loss,
+        loss=mdistiller_official(mdistiller_ls_kd),
     ),
 }
 
