@@ -675,18 +675,22 @@ def save_seed(
 
     Returns every seed's results as stored. A lock file serialises the read-merge-write of processes running
     different seeds side by side (``--seeds 1`` and ``--seeds 2`` with ``--threads 1`` each). Files are the same
-    table when ``identity`` of their settings agree (by default :func:`table_settings`: the rows' own budgets aside).
+    table when ``identity`` of their settings agree (by default :func:`table_settings`: the rows' own budgets aside);
+    a file of another table is moved aside first (:func:`set_aside_other_settings`). The file is replaced whole, so a
+    stop while writing leaves the previous one.
     """
     with open(partial.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        stored = json.loads(partial.read_text()) if partial.is_file() else {}
-        same_table = identity(stored.get("settings", {})) == identity(settings)
-        results = stored.get("results", {}) if same_table else {}
-        results[seed] = rows
-        kept = (
-            stored["settings"] if same_table else settings
-        )  # as written first (a file of older rows may name budgets)
-        partial.write_text(json.dumps({"settings": kept, "results": results}, indent=1))
+        set_aside_other_settings(partial, settings, identity)  # another table's results are kept, not replaced
+        stored = json.loads(partial.read_text()) if partial.is_file() else {"settings": settings}
+        results = {**stored.get("results", {}), seed: rows}
+        # the settings as written first (a file of older rows may name budgets); written whole or not at all
+        written = partial.with_name(f".{partial.name}.{os.getpid()}.tmp")
+        try:
+            written.write_text(json.dumps({"settings": stored["settings"], "results": results}, indent=1))
+            os.replace(written, partial)
+        finally:
+            written.unlink(missing_ok=True)
     return results
 
 

@@ -282,3 +282,34 @@ def test_set_reaches_the_bss_mining_callback(gains, tmp_path, cifar_folder, monk
         "mining.max_samples=0",
     )
     assert built == [0] and "BSS [mining.max_samples=0]" in result["results"]["0"]
+
+
+def test_a_seed_saved_at_other_settings_sets_the_old_table_aside_and_a_failed_write_keeps_the_file(
+    gains, tmp_path, monkeypatch
+) -> None:
+    """Results are never lost: another table's seeds are moved aside whole, and a write cut short (a stop, a full
+    disk) leaves the previous file as it was."""
+    partial = tmp_path / "t.partial.json"
+    gains.save_seed(partial, {"epochs": "60"}, "0", {"KD": {"acc": 0.7}})
+    gains.save_seed(partial, {"epochs": "60"}, "1", {"KD": {"acc": 0.6}})
+    assert set(json.loads(partial.read_text())["results"]) == {"0", "1"}
+    before = partial.read_text()
+
+    gains.save_seed(partial, {"epochs": "30"}, "2", {"KD": {"acc": 0.5}})
+    assert json.loads(partial.read_text()) == {"settings": {"epochs": "30"}, "results": {"2": {"KD": {"acc": 0.5}}}}
+    (aside,) = tmp_path.glob("t.partial.*.json")
+    assert aside.read_text() == before
+
+    before = partial.read_text()
+    real_write = Path.write_text
+
+    def cut_short(self: Path, text: str, *args, **kwargs) -> int:
+        real_write(self, text[:10], *args, **kwargs)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(OSError, match="no space"):
+        gains.save_seed(partial, {"epochs": "30"}, "0", {"KD": {"acc": 0.4}})
+    monkeypatch.undo()
+    assert partial.read_text() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([partial.name, aside.name, "t.partial.lock"])
