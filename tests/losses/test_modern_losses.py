@@ -548,6 +548,21 @@ def test_sampling_with_replacement_when_a_class_has_too_few_negatives_and_unifor
     assert drawn[0, 0] == 3 and set(drawn[0, 1:].tolist()) == set(range(10))
 
 
+def test_negatives_drawn_with_replacement_are_uniform_over_exactly_the_other_classes_samples() -> None:
+    """``np.random.choice(cls_negative[target], K, replace=True)`` (``dataset/cifar100.py:166-167``): every sample of
+    another class, equally often, none of the own class; class ids need not be 0..C-1 nor the samples sorted."""
+    labels = torch.tensor([7, -1, 3, 7, 3, 3, -1, 7, 7, 3, -1, 3, 7, 3, 3])
+    memory = ContrastMemory(num_samples=15, feature_dim=4, num_negatives=6000, labels=labels)
+    samples = torch.tensor([0, 1, 2])  # classes 7, -1, 3: 10, 12 and 8 negatives, fewer than K
+    drawn = memory.sample_contrast_indices(samples, generator=torch.Generator().manual_seed(0))
+    for row, sample in zip(drawn, samples, strict=True):
+        others = (labels != labels[sample]).nonzero().flatten()
+        counts = torch.bincount(row[1:], minlength=15)
+        assert torch.equal(counts.nonzero().flatten(), others)
+        expected = 6000 / others.numel()  # at least 500; 25% is over 5 standard deviations
+        assert ((counts[others] - expected).abs() < 0.25 * expected).all()
+
+
 def make_pair(
     num_samples=40, student_dim=6, teacher_dim=10, feature_dim=8, num_negatives=9, temperature=0.07, momentum=0.5
 ):
@@ -561,13 +576,20 @@ def make_pair(
     return ours, official
 
 
-@pytest.mark.parametrize(("temperature", "momentum"), [(0.07, 0.5), (0.2, 0.8)])
-def test_crd_loss_matches_the_official_crd_loss_over_steps_with_injected_negatives(temperature, momentum) -> None:
-    ours, official = make_pair(temperature=temperature, momentum=momentum)
+@pytest.mark.parametrize(
+    ("temperature", "momentum", "num_samples"),
+    # 40 samples: lit-kd scores every bank row and picks the drawn ones (N <= (K + 1) * D = 80); 200: it gathers the
+    # drawn rows first, as the official code always does
+    [(0.07, 0.5, 40), (0.2, 0.8, 40), (0.07, 0.5, 200)],
+)
+def test_crd_loss_matches_the_official_crd_loss_over_steps_with_injected_negatives(
+    temperature, momentum, num_samples
+) -> None:
+    ours, official = make_pair(num_samples=num_samples, temperature=temperature, momentum=momentum)
     generator = torch.Generator().manual_seed(1)
     for step in range(3):
-        sample_indices = torch.randperm(40, generator=generator)[:5]
-        contrast_indices = torch.randint(0, 40, (5, 10), generator=generator)
+        sample_indices = torch.randperm(num_samples, generator=generator)[:5]
+        contrast_indices = torch.randint(0, num_samples, (5, 10), generator=generator)
         contrast_indices[:, 0] = sample_indices
         student_features = torch.randn(5, 6, generator=generator)
         teacher_features = torch.randn(5, 10, generator=generator)
@@ -591,7 +613,7 @@ def test_crd_loss_matches_the_official_crd_loss_over_steps_with_injected_negativ
     # The embeddings' gradients agree too (they are trained with the student).
     features = torch.randn(5, 6), torch.randn(5, 10)
     indices = torch.tensor([0, 1, 2, 3, 4])
-    negatives = torch.cat([indices.unsqueeze(1), torch.randint(0, 40, (5, 9))], 1)
+    negatives = torch.cat([indices.unsqueeze(1), torch.randint(0, num_samples, (5, 9))], 1)
     ours(*features, indices, negatives).backward()
     official(*features, indices, negatives).backward()
     torch.testing.assert_close(ours.embed_student.linear.weight.grad, official.embed_s.linear.weight.grad)
