@@ -671,10 +671,12 @@ def save_seed(
     rows: dict[str, Any],
     identity: Callable[[dict[str, str]], dict[str, str]] = table_settings,
 ) -> dict[str, Any]:
-    """Store one seed's rows in the partial file, keeping the other seeds' (runs of other seeds may share the file).
+    """Store one seed's rows in the partial file, keeping the other seeds' and this seed's other rows (runs of other
+    seeds, or of other rows of the same seed, may share the file).
 
-    Returns every seed's results as stored. A lock file serialises the read-merge-write of processes running
-    different seeds side by side (``--seeds 1`` and ``--seeds 2`` with ``--threads 1`` each). Files are the same
+    Returns every seed's results as stored. A lock file serialises the read-merge-write of processes running side by
+    side (``--seeds 1`` and ``--seeds 2``, or ``--rows DIST --set DIST kd_weight=1`` and ``kd_weight=4``, with
+    ``--threads 1`` each). Files are the same
     table when ``identity`` of their settings agree (by default :func:`table_settings`: the rows' own budgets aside);
     a file of another table is moved aside first (:func:`set_aside_other_settings`). The file is replaced whole, so a
     stop while writing leaves the previous one.
@@ -683,7 +685,9 @@ def save_seed(
         fcntl.flock(lock, fcntl.LOCK_EX)
         set_aside_other_settings(partial, settings, identity)  # another table's results are kept, not replaced
         stored = json.loads(partial.read_text()) if partial.is_file() else {"settings": settings}
-        results = {**stored.get("results", {}), seed: rows}
+        # row by row: another process may have added rows of this seed since the caller read the file
+        results = {**stored.get("results", {})}
+        results[seed] = {**results.get(seed, {}), **rows}
         # the settings as written first (a file of older rows may name budgets); written whole or not at all
         written = partial.with_name(f".{partial.name}.{os.getpid()}.tmp")
         try:

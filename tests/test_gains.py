@@ -287,12 +287,16 @@ def test_set_reaches_the_bss_mining_callback(gains, tmp_path, cifar_folder, monk
 def test_a_seed_saved_at_other_settings_sets_the_old_table_aside_and_a_failed_write_keeps_the_file(
     gains, tmp_path, monkeypatch
 ) -> None:
-    """Results are never lost: another table's seeds are moved aside whole, and a write cut short (a stop, a full
-    disk) leaves the previous file as it was."""
+    """Results are never lost: rows of one seed written by processes side by side are all kept, another table's
+    seeds are moved aside whole, and a write cut short (a stop, a full disk) leaves the previous file as it was."""
     partial = tmp_path / "t.partial.json"
     gains.save_seed(partial, {"epochs": "60"}, "0", {"KD": {"acc": 0.7}})
     gains.save_seed(partial, {"epochs": "60"}, "1", {"KD": {"acc": 0.6}})
-    assert set(json.loads(partial.read_text())["results"]) == {"0", "1"}
+    # two processes of seed 0 that read the file before either wrote (a sweep run side by side)
+    gains.save_seed(partial, {"epochs": "60"}, "0", {"KD": {"acc": 0.7}, "DIST [kd_weight=1]": {"acc": 0.72}})
+    gains.save_seed(partial, {"epochs": "60"}, "0", {"KD": {"acc": 0.7}, "DIST [kd_weight=4]": {"acc": 0.67}})
+    stored = json.loads(partial.read_text())["results"]
+    assert set(stored) == {"0", "1"} and set(stored["0"]) == {"KD", "DIST [kd_weight=1]", "DIST [kd_weight=4]"}
     before = partial.read_text()
 
     gains.save_seed(partial, {"epochs": "30"}, "2", {"KD": {"acc": 0.5}})
