@@ -609,7 +609,7 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "baseline": baseline,
                 "baseline %": f"{statistics.mean(base):.2f} ± {spread(base):.2f}",
                 "gain (points)": f"{mean_difference:+.2f}",
-                "95% interval": f"[{low:+.2f}, {high:+.2f}]",
+                "95% interval": f"[{low:+.2f}, {high:+.2f}]" if n > 1 else "- (1 seed)",
                 "gain shown": "yes" if n > 1 and low > 0 else ("no" if n > 1 and high < 0 else "not significant"),
                 "seeds": n,
                 "time per run (s)": statistics.mean(seconds) if seconds else float("nan"),
