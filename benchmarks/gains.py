@@ -676,10 +676,9 @@ def save_seed(
 
     Returns every seed's results as stored. A lock file serialises the read-merge-write of processes running side by
     side (``--seeds 1`` and ``--seeds 2``, or ``--rows DIST --set DIST kd_weight=1`` and ``kd_weight=4``, with
-    ``--threads 1`` each). Files are the same
-    table when ``identity`` of their settings agree (by default :func:`table_settings`: the rows' own budgets aside);
-    a file of another table is moved aside first (:func:`set_aside_other_settings`). The file is replaced whole, so a
-    stop while writing leaves the previous one.
+    ``--threads 1`` each). Files are the same table when ``identity`` of their settings agree (by default
+    :func:`table_settings`: the rows' own budgets aside); a file of another table is moved aside first
+    (:func:`set_aside_other_settings`). The file is replaced whole, so a stop while writing leaves the previous one.
     """
     with open(partial.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
