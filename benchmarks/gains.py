@@ -11,7 +11,8 @@ Rows (student ResNet-8 unless said; baselines trained alone at the same budget a
 
 * teacher-based (Hinton KD, BSS, FitNets, AT, AMA): the pretrained ResNet-56 adapted to the data
   (``--teacher-checkpoint``, from ``recipes/cifar10/adapt_pretrained_resnet56.yaml``) -> ResNet-8; baseline ResNet-8;
-* ensemble distillation: the four pretrained ResNets (20/32/44/56) as the ensemble (its own accuracy is reported);
+* ensemble distillation: the four pretrained ResNets (20/32/44/56) as the ensemble (its own accuracy is reported;
+  its logits memoised in their own file, as the adapted teacher's are for the logit rows);
 * self-distillation: one born-again generation taught by its vanilla parent (the baseline run of the same seed);
 * online (DML, AFD with both update schemes, AFD's 3-network cycle): ResNet-8 + ResNet-14 (+ ResNet-20); each network
   against the same network trained alone;
@@ -229,11 +230,12 @@ class Runner:
     def teacher_kwargs(self) -> dict[str, Any]:
         return {"teacher_checkpoint": self.args.teacher_checkpoint} if self.args.teacher_checkpoint else {}
 
-    def memo_kwargs(self) -> dict[str, Any]:
-        """The adapted teacher's memo, for the rows that only read its logits (one file for every seed and row)."""
+    def memo_kwargs(self, teacher: str = "adapted_resnet56") -> dict[str, Any]:
+        """The memo of ``teacher``'s logits, for the rows that only read them (one file per teacher, shared by every
+        seed and row: the first run fills it, later ones read the views it holds)."""
         if self.args.no_teacher_memo:
             return {}
-        return {"teacher_memo": str(self.args.output_dir / "teacher_memo_adapted_resnet56.safetensors")}
+        return {"teacher_memo": str(self.args.output_dir / f"teacher_memo_{teacher}.safetensors")}
 
     def record(self, name: str, accuracy: float, seconds: float, **extra: Any) -> None:
         self.results[self.key(name)] = {
@@ -279,7 +281,11 @@ class Runner:
     def ensemble(self) -> None:
         names = ["cifar10_resnet20", "cifar10_resnet32", "cifar10_resnet44", "cifar10_resnet56"]
         module = self.seeded(
-            lambda: EnsembleDistillation(create_model("resnet8", 10), [self.teacher(n) for n in names])
+            lambda: EnsembleDistillation(
+                create_model("resnet8", 10),
+                [self.teacher(n) for n in names],
+                **self.memo_kwargs("cifar10_resnet20_32_44_56_ensemble"),
+            )
         )
         data = self.data()
         metrics, seconds = self.fit_test(module, "ensemble distillation", data=data)

@@ -317,3 +317,34 @@ def test_a_seed_saved_at_other_settings_sets_the_old_table_aside_and_a_failed_wr
     monkeypatch.undo()
     assert partial.read_text() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([partial.name, aside.name, "t.partial.lock"])
+
+
+def test_the_ensemble_row_memoises_its_own_teachers_and_trains_as_without_the_memo(
+    gains, tmp_path, cifar_folder, monkeypatch
+) -> None:
+    """The ensemble row's memo is its own file (not the adapted teacher's); a run that reads it ends as one that
+    recomputes the members (``--no-teacher-memo``)."""
+    row = ("--seeds", "0", "--rows", "ensemble distillation")
+    first = run(gains, monkeypatch, cifar_folder, tmp_path, *row)["results"]["0"]["ensemble distillation"]
+    out = tmp_path / "out"
+    assert [path.name for path in out.glob("*.safetensors")] == [
+        "teacher_memo_cifar10_resnet20_32_44_56_ensemble.safetensors"
+    ]
+    (out / "gains.partial.json").unlink()  # the same seed again: every view it draws is in the memo now
+    again = run(gains, monkeypatch, cifar_folder, tmp_path, *row)["results"]["0"]["ensemble distillation"]
+    uncached = tmp_path / "uncached"
+    unmemoised = run(
+        gains,
+        monkeypatch,
+        cifar_folder,
+        tmp_path,
+        *row,
+        "--no-teacher-memo",
+        "--output-dir",
+        str(uncached),
+        "--partial-dir",
+        str(uncached),
+    )["results"]["0"]["ensemble distillation"]
+    assert not list(uncached.glob("*.safetensors"))
+    assert first["acc"] == again["acc"] == unmemoised["acc"]
+    assert first["ensemble_acc"] == unmemoised["ensemble_acc"]

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_kd.cli import main
 from lit_kd.data import CropFlip
-from lit_kd.methods import AttentionTransfer, HintonKD
+from lit_kd.methods import AttentionTransfer, EnsembleDistillation, HintonKD
 from lit_kd.runtime.memo import StaleMemoError, TeacherMemo
 from tests.support.networks import TinyNet, save_state_dict
 from tests.support.training import tiny_cifar, tiny_trainer
@@ -102,6 +102,28 @@ def test_a_memoised_run_equals_an_uncached_one_and_a_second_run_reads_every_entr
     third = fit_kd(tmp_path, cifar_folder, seed=1, memo=memo)
     assert third.teacher_memo.misses == 0
     assert torch.equal(weights(third), weights(fit_kd(tmp_path, cifar_folder, seed=1, memo=None)))
+
+
+def test_an_ensemble_memoises_its_mean_logits_and_a_memoised_run_equals_an_uncached_one(
+    tmp_path: Path, cifar_folder: Path
+) -> None:
+    """The ensemble's memo holds what the ensemble gives (the members' mean logits), one entry per view: a run that
+    reads every entry trains as one that runs the members."""
+    members = [save_state_dict(TinyNet(width=width), tmp_path / f"member{width}.pt") for width in (8, 16)]
+
+    def fit(memo: Path | None) -> EnsembleDistillation:
+        pl.seed_everything(0)
+        module = EnsembleDistillation(
+            TinyNet(), [TinyNet(width=8), TinyNet(width=16)], [str(m) for m in members], teacher_memo=memo
+        )
+        tiny_trainer(tmp_path, max_epochs=2).fit(module, tiny_cifar(cifar_folder, crop_padding=1, seed=0))
+        return module
+
+    memo = tmp_path / "ensemble.safetensors"
+    uncached, first, second = fit(None), fit(memo), fit(memo)
+    assert first.teacher_memo.misses > 0 and torch.equal(weights(first), weights(uncached))
+    assert second.teacher_memo.misses == 0 and second.teacher_memo.hits == 2 * 80
+    assert torch.equal(weights(second), weights(uncached))
 
 
 def test_entries_computed_in_other_batches_give_the_same_run_within_float_rounding(
