@@ -582,7 +582,7 @@ def notes(results: dict[str, dict[str, Any]], seeds: list[str], key: str) -> str
         return f"{100 * mean_of(key, 'acc') / teacher:.1f}% of the teacher's {100 * teacher:.2f}%"
     if key.startswith("cGAN-KD") and mean_of(key, "synthetic_images") is not None:
         return f"{mean_of(key, 'synthetic_images'):.0f} synthetic images kept (teacher p >= 0.9)"
-    if teacher and key in ("Hinton KD", "BSS", "FitNets", "AT", "AMA"):
+    if teacher and key in SETTABLE_ROWS:  # the rows the adapted teacher teaches
         return f"teacher {100 * teacher:.2f}%"
     return ""
 

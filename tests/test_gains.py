@@ -122,6 +122,14 @@ def test_each_claim_is_checked_on_its_own_pair_and_the_plateau_is_stated(gains) 
     assert "60.00% at 30 epochs and 61.20% at 45" in note and "+1.20 points, NOT plateaued" in note
 
 
+def test_every_row_the_adapted_teacher_teaches_notes_its_accuracy_and_no_other_row_does(gains) -> None:
+    results = {"0": {"teacher (adapted ResNet-56)": {"acc": 0.8929}}}
+    for row in ("Hinton KD", "BSS", "FitNets", "AT", "DKD", "DIST", "KD + LS", "CRD", "AMA"):
+        assert gains.notes(results, ["0"], row) == "teacher 89.29%", row
+    assert gains.notes(results, ["0"], "vanilla ResNet-8") == ""
+    assert gains.notes(results, ["0"], "DML/ResNet-14") == ""
+
+
 def test_set_runs_a_row_with_other_settings_beside_its_defaults_and_val_size_holds_images_out(
     gains, tmp_path, cifar_folder, monkeypatch
 ) -> None:
