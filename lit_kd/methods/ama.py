@@ -32,7 +32,8 @@ class ActivationMapAdaptation(DistillationModule):
     - the student's map at the same depth (``student_layer``, by default the same stage) is regressed onto the
       adapted map as in FitNets (:class:`~lit_kd.losses.ConvRegressor`, MSE); that hint loss trains the student,
       the regressor *and* the adaptive module, which is how the supervising activations move towards what the
-      student can learn;
+      student can learn (``hint_trains_adapter=False`` stops the hint's gradient at the adapted map, so that only the
+      adapted cross-entropy moves the module: a probe of this reading, not the method);
     - the adapted teacher keeps classifying: its cross-entropy (weight ``adapted_ce_weight``) trains the adaptive
       module so that the adapted activations stay useful for the frozen rest of the teacher.
 
@@ -55,6 +56,7 @@ class ActivationMapAdaptation(DistillationModule):
             student's middle stage.
         hint_weight: weight of the hint term.
         adapted_ce_weight: weight of the adapted teacher's cross-entropy.
+        hint_trains_adapter: whether the hint loss trains the adaptive module too (our reading; default ``True``).
         probe_size: image size of the dummy batch that sizes the regressor.
         **kwargs: ``teacher_checkpoint``, ``save_teacher``, ``num_classes``, ``optimizer``, ``lr_scheduler``.
     """
@@ -67,6 +69,7 @@ class ActivationMapAdaptation(DistillationModule):
         student_layer: LayerName | None = None,
         hint_weight: float = 100.0,
         adapted_ce_weight: float = 1.0,
+        hint_trains_adapter: bool = True,
         probe_size: int = 32,
         **kwargs: Any,
     ) -> None:
@@ -77,6 +80,7 @@ class ActivationMapAdaptation(DistillationModule):
             raise ValueError(f"hint_weight and adapted_ce_weight must be >= 0, got {hint_weight}, {adapted_ce_weight}")
         self.hint_weight = hint_weight
         self.adapted_ce_weight = adapted_ce_weight
+        self.hint_trains_adapter = hint_trains_adapter
         arguments = ("adapted_layer", "student_layer")
         adapted_layer, student_layer = middle_stage_pair(
             teacher, student, adapted_layer, student_layer, arguments, probe_size
@@ -121,7 +125,7 @@ class ActivationMapAdaptation(DistillationModule):
         student_logits, (student_map,) = self.student_taps(images)
         adapted_map, adapted_logits = self.adapted_teacher(images)
         cross_entropy = F.cross_entropy(student_logits, targets)
-        hint = hint_loss(self.regressor(student_map), adapted_map)
+        hint = hint_loss(self.regressor(student_map), adapted_map if self.hint_trains_adapter else adapted_map.detach())
         adapted_ce = F.cross_entropy(adapted_logits, targets)
         loss = cross_entropy + self.hint_weight * hint + self.adapted_ce_weight * adapted_ce
         return {"loss": loss, "ce": cross_entropy, "hint": hint, "adapted_ce": adapted_ce}, student_logits

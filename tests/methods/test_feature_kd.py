@@ -161,6 +161,24 @@ def test_ama_adapter_starts_as_the_teacher_stage_and_learns_while_the_teacher_st
     assert all(torch.equal(teacher_before[k], v) for k, v in module.teacher.state_dict().items())
 
 
+def test_ama_hint_stops_at_the_adapted_map_when_it_must_not_train_the_adapter(tmp_path: Path) -> None:
+    images, targets = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    hints = []
+    for trains in (True, False):
+        module = make(ActivationMapAdaptation, tmp_path, hint_trains_adapter=trains).train()
+        losses, _ = module.training_losses(images, targets)
+        losses["hint"].backward()
+        hints.append(losses["hint"].detach())
+        assert module.student.stem[0].weight.grad.abs().sum() > 0
+        assert module.regressor.regressor[0].weight.grad.abs().sum() > 0
+        adapter_grads = [p.grad for p in module.adapter.parameters() if p.dim() > 1]
+        if trains:
+            assert all(g is not None and g.abs().sum() > 0 for g in adapter_grads)
+        else:
+            assert all(g is None for g in adapter_grads)
+    torch.testing.assert_close(hints[0], hints[1])  # the same loss value; only where its gradient goes differs
+
+
 def test_ama_adapter_batchnorm_sees_each_training_batch_once_and_nothing_else(tmp_path: Path) -> None:
     """Building the teacher's inference copy runs a probe batch through it; the armed adapter must not see it."""
     module = make(ActivationMapAdaptation, tmp_path)
