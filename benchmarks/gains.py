@@ -315,21 +315,30 @@ class Runner:
         """The row's own budget options (``ROW_BUDGETS``) as this run sets them, to record with the row."""
         return {option: str(getattr(self.args, option)) for option in ROW_BUDGETS[row]}
 
-    def dfad(self) -> None:
+    def dfad_data(self) -> DataFreeDataModule:
+        """The DFAD row's data: ``--dfad-*`` latent batches (the run's seed), CIFAR-10's test split to test on."""
+        evaluation = CIFAR10DataModule(self.args.data_dir, eval_batch_size=500, cache_dir=self.args.cache_dir)
+        return DataFreeDataModule(
+            evaluation,
+            batch_size=self.args.dfad_batch_size,
+            latent_dim=DFAD_GENERATOR["latent_dim"],
+            batches_per_epoch=self.args.dfad_batches_per_epoch,
+        )
+
+    def dfad_module(self) -> DataFreeAdversarialDistillation:
+        """The DFAD row's module, seeded: the generator, then the student and the teacher (outcome_parity.py's DFAD
+        official side starts from these weights)."""
+
         def build() -> DataFreeAdversarialDistillation:
-            generator = DFADGenerator(latent_dim=256, base_channels=32, image_size=32)
+            generator = DFADGenerator(**DFAD_GENERATOR)
             return DataFreeAdversarialDistillation(
                 create_model("resnet8", 10), self.teacher(), generator, **self.teacher_kwargs()
             )
 
-        evaluation = CIFAR10DataModule(self.args.data_dir, eval_batch_size=500, cache_dir=self.args.cache_dir)
-        data = DataFreeDataModule(
-            evaluation,
-            batch_size=self.args.dfad_batch_size,
-            latent_dim=256,
-            batches_per_epoch=self.args.dfad_batches_per_epoch,
-        )
-        module = self.seeded(build)
+        return self.seeded(build)
+
+    def dfad(self) -> None:
+        data, module = self.dfad_data(), self.dfad_module()
         metrics, seconds = self.fit_test(
             module, "DFAD (no real training image)", data=data, epochs=self.args.dfad_epochs
         )
@@ -400,6 +409,8 @@ class Runner:
 
 #: KD + LS: logit standardisation's official CIFAR settings (lit_kd/methods/hinton.py's docstring cites them)
 LOGIT_STANDARDISATION = dict(temperature=2.0, standardize=True, ce_weight=0.1, kd_weight=9.0)
+#: the DFAD row's generator (ours: a half-width DFADGenerator, ``base_channels`` 32 against the official ngf 64)
+DFAD_GENERATOR = dict(latent_dim=256, base_channels=32, image_size=32)
 #: the rows whose module settings ``--set`` can change (one teacher-student module each)
 SETTABLE_ROWS = ("Hinton KD", "BSS", "FitNets", "AT", "DKD", "DIST", "KD + LS", "CRD", "AMA")
 
@@ -789,13 +800,18 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", type=int, default=5000, help="class-balanced training images per run")
 
 
+def add_dfad_arguments(parser: argparse.ArgumentParser) -> None:
+    """The DFAD row's own data-free budget (outcome_parity.py's DFAD run takes it too)."""
+    parser.add_argument("--dfad-epochs", type=int, default=2)
+    parser.add_argument("--dfad-batches-per-epoch", type=int, default=300, help="50 x (5 student + 1 generator) steps")
+    parser.add_argument("--dfad-batch-size", type=int, default=64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_runner_arguments(parser)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--dfad-epochs", type=int, default=2)
-    parser.add_argument("--dfad-batches-per-epoch", type=int, default=300, help="50 x (5 student + 1 generator) steps")
-    parser.add_argument("--dfad-batch-size", type=int, default=64)
+    add_dfad_arguments(parser)
     parser.add_argument("--gan-steps", type=int, default=1000, help="cGAN updates (4 discriminator : 1 generator)")
     parser.add_argument("--gan-channels", type=int, default=32)
     parser.add_argument("--gan-per-label", type=int, default=1000, help="samples generated per class before filtering")

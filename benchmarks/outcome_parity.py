@@ -13,7 +13,11 @@ that whole runs end where the official code's end. The official code is read fro
   objects that run both networks themselves (the distiller's ``forward_train``, DIST's ``KDLoss``), built by
   ``parity.py``'s adapters at lit-kd's settings, called once per batch in the four lines their trainers run
   (:func:`loss_training`: clear gradients, loss, backward, step). Their trainers are monolithic (yacs configs, CUDA,
-  logging), so their loops are restated, cited, and the loss code is what runs.
+  logging), so their loops are restated, cited, and the loss code is what runs;
+* DFAD (Data-Free-Adversarial-Distillation): the script's own ``train()``, once per data-free epoch at the DFAD
+  row's own budget (``--dfad-epochs``, ``--dfad-batches-per-epoch``, ``--dfad-batch-size``), with ``main()``'s
+  optimisers and ``--scheduler``, the row's latent batches and start weights (:func:`dfad_official_run`); it pairs
+  only with a row of the same data-free budget.
 
 Every kind gets:
 
@@ -47,13 +51,16 @@ finished (method, seed) runs are kept in ``benchmarks/results/<name>.partial.jso
 after each run) and skipped, and a run stopped between epochs continues from its last epoch (its state after every
 epoch under ``--output-dir``/resume; the run records ``resumed_at_epoch``).
 
-The campaign (7 methods x 3 seeds, each 60 epochs of 39 steps: the table's plateau budget)::
+The campaign (8 methods x 3 seeds, each 60 epochs of 39 steps: the table's plateau budget; DFAD 20 data-free epochs
+of 300 steps, the DFAD row's)::
 
     python benchmarks/outcome_parity.py --data-dir /tmp/data --weights-dir /work/shared/weights \\
         --teacher-checkpoint /work/runs/checkpoints/cifar10/adapt_pretrained_resnet56/last.ckpt \\
         --reference RepDistiller=/work/refs/RepDistiller mdistiller=/work/refs/mdistiller \\
         DIST_KD=/work/refs/DIST_KD logit-standardization-KD=/work/refs/logit-standardization-KD \\
-        BSS_distillation=/work/refs/BSS_distillation --threads 1 --commit
+        BSS_distillation=/work/refs/BSS_distillation \\
+        Data-Free-Adversarial-Distillation=/work/refs/Data-Free-Adversarial-Distillation --dfad-epochs 20 \\
+        --threads 1 --commit
 
 (``--epochs 30 --lit-kd-results benchmarks/results/gains_converged.partial.json`` pairs with the 30-epoch rows.)
 
@@ -89,8 +96,10 @@ from unittest import mock
 import torch
 from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
 from gains import (
+    DFAD_GENERATOR,
     LOGIT_STANDARDISATION,
     Runner,
+    add_dfad_arguments,
     add_runner_arguments,
     commit_partial,
     paired_interval,
@@ -100,6 +109,7 @@ from gains import (
 )
 from parity import (
     checkout_commit,
+    copy_into,
     dist_criterion,
     import_official,
     line_ranges,
@@ -114,13 +124,17 @@ from parity import (
 )
 from parity_bss import SCRIPT as BSS_SCRIPT
 from parity_bss import official_script
+from parity_dfad import REFERENCE as DFAD_REFERENCE
+from parity_dfad import InjectedNoise, LossLog
+from parity_dfad import official_script as dfad_official_script
 from torch import Tensor, nn
 
-from lit_kd.callbacks import BoundarySampleMining
+from lit_kd.callbacks import BoundarySampleMining, GeneratorUpdateSchedule
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.methods import (
     AttentionTransfer,
     BSSDistillation,
+    DataFreeAdversarialDistillation,
     DecoupledKD,
     DISTDistillation,
     FitNets,
@@ -133,6 +147,7 @@ from lit_kd.models.normalization import match_input_normalization
 from lit_kd.runtime.memo import image_hashes, weights_hash
 from lit_kd.runtime.optimization import with_lr_schedule
 
+DFAD_ROW = "DFAD (no real training image)"
 TARGET_POINTS = 1.0  # |mean difference| at most this, and the 95% interval holds 0
 DEFAULT_LIT_KD_RESULTS = Path(__file__).parent / "results" / "gains_60_epochs.partial.json"
 #: the settings of gains.py's file that must equal this campaign's for a pair (besides the seed and teacher hash)
@@ -250,10 +265,11 @@ class Row:
     module: Callable[..., DistillationModule]  # (student, teacher, **teacher kwargs), as gains.py's row builds it
     reference: str  # the checkout it reads: --reference NAME=DIR
     official: str  # what of it runs, for the report
-    training: Builder
+    training: Builder | None  # the official side within :func:`official_run`; None: ``run`` is the whole run
     criterion: Callable[[Path, Any], nn.Module] | None = None  # RepDistiller: (checkout, module) -> criterion_kd
     regressor: bool = False  # FitNets: module_list[1] is the official ConvReg
     loss: Callable[[Path, Any, nn.Module, nn.Module, Any], Trained] | None = None  # (checkout, module, s, t, data)
+    run: Callable[..., dict[str, Any]] | None = None  # (args, checkout, name, seed, resume): a run of its own (DFAD)
 
 
 def repdistiller_training(
@@ -409,6 +425,104 @@ def bss_training(
     return OfficialTraining(module.student, epoch, counts=counts)
 
 
+def dfad_official_run(args: argparse.Namespace, root: Path, name: str, seed: int, resume: Path) -> dict[str, Any]:
+    """DFAD's official ``train()`` (``DFAD_cifar.py:17-52``) once per data-free epoch, for gains.py's DFAD row.
+
+    The epochs as ``main()`` runs them (``DFAD_cifar.py:150-167``): the student's SGD and the generator's Adam at
+    lit-kd's defaults (the official ones, ``benchmarks/results/parity.md``), both ``MultiStepLR([100, 200], 0.1)``
+    stepped at the start of each epoch (``--scheduler``), then ``train(..., epoch)`` with ``epoch_itrs`` iterations
+    of 5 student updates and 1 generator update. Both sides start from the row's weights (``Runner.dfad_module``:
+    its student, and its generator copied by position into the official ``network/gan.py: GeneratorA``, of which
+    lit-kd's ``DFADGenerator`` is a port) and draw the row's latent batches (``Runner.dfad_data`` of the seed, epoch
+    by epoch, handed to the official ``torch.randn`` in order, ``parity_dfad.InjectedNoise``). The official teacher
+    is the adapted ResNet-56 itself (never frozen, as ``DFAD_cifar.py:137-148`` leaves it), fed the generated images
+    converted to its normalisation as lit-kd converts them. Resumable after every epoch, as :func:`official_run`."""
+    runner = Runner(args, seed)
+    data, module = runner.dfad_data(), runner.dfad_module()
+    if data.data_seed != seed:
+        raise RuntimeError(f"seed {seed}: the latent batches would be drawn from seed {data.data_seed}")
+    student, student_start = module.student, weights_hash(module.student)
+    teacher = runner.adapted_teacher().requires_grad_(True).eval()  # never frozen, in eval mode (DFAD_cifar.py:148)
+    match_input_normalization(teacher, data.mean, data.std)
+    budget = runner.budget(name)
+    epochs, per_epoch = args.dfad_epochs, args.dfad_batches_per_epoch
+    steps_per_iteration = GeneratorUpdateSchedule().steps_per_iteration  # 5 student + 1 generator (the row's)
+    if per_epoch % steps_per_iteration:
+        raise ValueError(f"--dfad-batches-per-epoch {per_epoch} is not a whole number of official iterations")
+    script, gan = dfad_official_script(root)
+    with trace_lines(root) as lines:
+        generator = gan.GeneratorA(
+            nz=DFAD_GENERATOR["latent_dim"], ngf=DFAD_GENERATOR["base_channels"], nc=3, img_size=32
+        )  # DFAD_cifar.py:139
+        for target, source in zip(generator.state_dict().values(), module.generator.state_dict().values(), strict=True):
+            copy_into(target, source)
+    sgd = module.optimizer_factory(student.parameters()).param_groups[0]  # lit-kd's defaults: the official values
+    adam = module.generator_optimizer_factory(generator.parameters()).param_groups[0]
+    optimizer_s = torch.optim.SGD(
+        student.parameters(), lr=sgd["lr"], weight_decay=sgd["weight_decay"], momentum=sgd["momentum"]
+    )  # DFAD_cifar.py:150
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=adam["lr"])  # DFAD_cifar.py:151
+    schedulers = [torch.optim.lr_scheduler.MultiStepLR(o, [100, 200], 0.1) for o in (optimizer_s, optimizer_g)]
+    stateful = {"student": student, "generator": generator, "optimizer_s": optimizer_s, "optimizer_g": optimizer_g}
+    stateful.update(scheduler_s=schedulers[0], scheduler_g=schedulers[1])
+    epoch_seconds, train_loss, first_epoch = [], [], 0
+    if resume.is_file():
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        for key, value in stateful.items():
+            value.load_state_dict(state[key])
+        torch.set_rng_state(state["rng"])
+        epoch_seconds, train_loss, first_epoch = state["epoch_seconds"], state["train_loss"], state["epoch"]
+        lines = {path: set(numbers) for path, numbers in state["lines"].items()}
+    flags = namespace(
+        batch_size=data.batch_size, nz=DFAD_GENERATOR["latent_dim"], epoch_itrs=per_epoch // steps_per_iteration
+    )
+    flags.log_interval = 1  # every iteration's losses (the official default logs every 10th)
+    loader = data.train_dataloader()
+    for epoch in range(first_epoch, epochs):
+        loader.sampler.set_epoch(epoch)  # the row's latent batches of this epoch (as Lightning sets the epoch)
+        noise, log = InjectedNoise(list(loader)), LossLog()
+        start = time.perf_counter()
+        with (
+            trace_lines(root if epoch == 0 else None) as executed,
+            mock.patch.multiple(script, torch=noise, vp=log),
+            contextlib.redirect_stdout(io.StringIO()),  # the official code's progress lines
+        ):
+            for scheduler in schedulers:  # DFAD_cifar.py:163-165, before the epoch's training
+                scheduler.step()
+            script.train(flags, teacher, student, generator, torch.device("cpu"), [optimizer_s, optimizer_g], epoch + 1)
+        epoch_seconds.append(time.perf_counter() - start)
+        if noise.drawn != per_epoch:
+            raise RuntimeError(f"the official code drew {noise.drawn} latent batches in an epoch, the row {per_epoch}")
+        train_loss.append(statistics.mean(log.scalars["Loss_S"]))
+        for path, numbers in executed.items():
+            lines.setdefault(path, set()).update(numbers)
+        state = {key: value.state_dict() for key, value in stateful.items()}
+        state.update(epoch=epoch + 1, rng=torch.get_rng_state(), epoch_seconds=epoch_seconds, train_loss=train_loss)
+        state["lines"] = {path: sorted(numbers) for path, numbers in lines.items()}
+        save_state(resume, state)
+    (metrics,) = quiet_trainer(accelerator="cpu").test(SupervisedModule(student), data, verbose=False)
+    steps = epochs * per_epoch
+    return {
+        "acc": float(metrics["test/acc"]),
+        "seconds": sum(epoch_seconds),
+        "steps": steps,
+        "seconds_per_step_untraced": sum(epoch_seconds[1:]) / (steps - per_epoch) if epochs > 1 else None,
+        "train_loss_per_epoch": train_loss,
+        "load": load_average(),
+        "threads": args.threads,
+        "teacher_weights": weights_hash(teacher),  # never stepped: gains.py's hash of the teacher
+        "reference": ROWS[name].reference,
+        "reference_commit": checkout_commit(root),
+        "code_commits": [checkout_commit(root)] if checkout_commit(root) else [],
+        "seed": seed,
+        "budget": budget,
+        "student_init": student_start,
+        "flags": vars(flags),
+        "resumed_at_epoch": first_epoch or None,
+        "official_lines": {path: sorted(numbers) for path, numbers in sorted(lines.items())},
+    }
+
+
 REPDISTILLER_LOOP = "`helper/loops.py: train_distill`, once per epoch"
 MDISTILLER_LOOP = "the distiller's `forward_train` once per batch in `engine/trainer.py: train_iter`'s steps"
 ROWS = {  # RepDistiller's criteria as train_student.py:183-186, 199-200 builds them
@@ -455,6 +569,13 @@ ROWS = {  # RepDistiller's criteria as train_student.py:183-186, 199-200 builds 
         loss_training,
         loss=mdistiller_official(mdistiller_ls_kd),
     ),
+    DFAD_ROW: Row(
+        DataFreeAdversarialDistillation,
+        DFAD_REFERENCE,
+        "`DFAD_cifar.py: train` once per data-free epoch, with `main()`'s optimisers and `--scheduler`",
+        None,
+        run=dfad_official_run,
+    ),
 }
 
 
@@ -474,6 +595,7 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int, res
     the losses, times, traced lines and counts so far) is written to ``resume``; a run stopped between epochs
     continues from there as if it had not stopped (the batches of an epoch depend only on the seed and the epoch)."""
     row, runner = ROWS[name], Runner(args, seed)
+    assert row.training is not None
     # the student as gains.py's row builds it: the same seed before the same constructor gives the same weights
     module = runner.seeded(lambda: row.module(create_model("resnet8", 10), runner.teacher(), **runner.teacher_kwargs()))
     student_start = weights_hash(module.student)
@@ -576,6 +698,8 @@ def pairs(official: dict[str, dict], lit_kd: dict[str, Any], name: str) -> tuple
             unpaired[seed] = "no lit-kd row yet"
         elif refused:
             unpaired[seed] = "settings differ: " + "; ".join(refused)
+        elif lit.get("budget") != run.get("budget"):  # a row with a budget of its own (DFAD): the same one
+            unpaired[seed] = f"budget differs: {lit.get('budget')} vs {run.get('budget')}"
         elif lit["teacher_weights"] != run["teacher_weights"]:
             unpaired[seed] = f"teacher differs: {lit['teacher_weights']} vs {run['teacher_weights']}"
         else:
@@ -692,6 +816,12 @@ NOT_EQUAL = [
     "BatchNorm, so only weight decay moves it, and the BatchNorm cancels it either way",
     "lit-kd keeps the student in channels-last memory format on the CPU (its default speed option); the official "
     "side's student is contiguous: the same values, other summation orders",
+    "DFAD: its own data-free budget (the row's, recorded with each run: the epochs, batch and 32-channel generator "
+    "of gains.py's DFAD row, not the official 500 epochs, batch 256 and 64 channels); the official side runs the "
+    "adapted ResNet-56 itself with its parameters' gradients on (never frozen, `DFAD_cifar.py:137-148`), the "
+    "official optimisers (`:150-151`, at lit-kd's defaults, which are the official ones) and the official "
+    "`MultiStepLR([100, 200])` stepped before each epoch (`:153-165`; no drop within a shorter budget), and the "
+    "official `network/gan.py: GeneratorA` with the row's generator weights copied in by position",
     "both sides use lit-kd's zoo ResNet-8 and ResNet-56, lit-kd's data pipeline and lit-kd's optimiser and schedule, "
     "not RepDistiller's own networks, DataLoader or step-decay schedule (lr 0.05, decay at 150/180/210 of 240 "
     "epochs): what is compared is the code that computes and applies the loss",
@@ -714,6 +844,7 @@ def stored_results(partial: Path, settings: dict[str, str]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_runner_arguments(parser)  # gains.py's: --data-dir, --weights-dir, --teacher-checkpoint, --cache-dir, ...
+    add_dfad_arguments(parser)  # and the DFAD row's data-free budget
     parser.add_argument(
         "--reference",
         nargs="+",
@@ -766,7 +897,7 @@ def main() -> None:
             if name in results.get(str(seed), {}):
                 continue
             resume = args.output_dir / "resume" / run_id(args.name, settings) / f"seed {seed}" / f"{name}.pt"
-            run = official_run(args, references[ROWS[name].reference], name, seed, resume)
+            run = (ROWS[name].run or official_run)(args, references[ROWS[name].reference], name, seed, resume)
             print(f"seed {seed}: {name} (official loop): {100 * run['acc']:.2f}% in {run['seconds']:.0f} s", flush=True)
             results = save_seed(partial, settings, str(seed), {**results.get(str(seed), {}), name: run})
             resume.unlink()  # the run is recorded

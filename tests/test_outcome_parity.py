@@ -19,10 +19,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+import lit_kd.data.base as data_base
 from lit_kd.models import create_model
 from lit_kd.runtime.memo import weights_hash
 from tests.test_gains import gains  # noqa: F401 (the fixture)
 from tests.test_gains import run as run_gains
+from tests.test_parity_dfad import write_checkout as write_dfad_checkout
 
 #: Stand-ins for the official code that outcome_parity drives once a batch (``loss_training``, ``bss_training``), in
 #: the checkouts' layouts: DKD from its paper (Zhao et al., 2022, Eq. 1-7: TCKD on the binary target/non-target
@@ -453,6 +455,52 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
     dkd = sys.modules[outcome.import_official(roots["mdistiller"], "mdistiller/distillers/DKD.py").__name__]
     assert set(dkd.EPOCHS) == {1}  # the one epoch, counted from 1 as mdistiller's trainer counts
     assert {row["method"]: row["seeds paired"] for row in result["rows"]} == dict.fromkeys(methods, "0")
+
+
+def test_dfads_official_loop_trains_the_student_and_generator_lit_kd_trains_and_pairs_on_its_own_budget(
+    outcome,
+    gains,  # noqa: F811 (the fixture)
+    tmp_path,
+    cifar_folder,
+    monkeypatch,
+    checkout,
+) -> None:
+    """DFAD's official ``train()`` (a stand-in from the paper, tests/test_parity_dfad.py), once per data-free epoch
+    with the row's latent batches, trains the same student as gains.py's DFAD row from the same start (to float32
+    rounding); it pairs with the row only at the row's own data-free budget."""
+    root = write_dfad_checkout(tmp_path / "DFAD", "l1_loss")
+    name, budget = "DFAD (no real training image)", ["--dfad-epochs", "2", "--dfad-batches-per-epoch", "12"]
+    budget += ["--dfad-batch-size", "4"]
+    students = {"lit-kd": [], "official": []}
+    cls = gains.DataFreeAdversarialDistillation
+    monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
+    monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
+    lit_file = tmp_path / "out" / "gains.partial.json"
+    reference = (f"Data-Free-Adversarial-Distillation={root}",)
+    common = dict(references=reference, methods=(name,), seeds=("0",))
+    normalize = data_base.normalize  # the test images in the default dtype too
+    monkeypatch.setattr(data_base, "normalize", lambda *args: normalize(*args).to(torch.get_default_dtype()))
+    torch.set_default_dtype(torch.float64)  # DFAD amplifies float32 rounding fast (benchmarks/results/parity.md)
+    try:
+        run_gains(gains, monkeypatch, cifar_folder, tmp_path, "--rows", name, "--seeds", "0", *budget)
+        result = run(outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file, *budget, **common)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    lit_student, official_student = students["lit-kd"][0], students["official"][0]
+    pl.seed_everything(0, verbose=False)
+    moved = max_difference(lit_student, create_model("resnet8", 10))
+    assert moved > 1e-3  # 24 updates moved the student
+    assert max_difference(lit_student, official_student) < 1e-9 * moved  # float64: the same computation
+    record = result["results"]["0"][name]
+    assert record["official_lines"]["DFAD_cifar.py"] and record["flags"]["epoch_itrs"] == 2  # 12 / (5 + 1)
+    assert len(record["train_loss_per_epoch"]) == 2
+    assert [row["seeds paired"] for row in result["rows"]] == ["0"]
+    # the same official run against a row of another data-free budget: kept, not paired
+    other = json.loads(lit_file.read_text())
+    other["results"]["0"][name]["budget"]["dfad_epochs"] = "3"
+    lit_file.write_text(json.dumps(other))
+    rows = outcome.summary(json.loads((tmp_path / "out" / "outcome_parity.partial.json").read_text()), other)
+    assert rows[0]["seeds paired"] == "-" and "budget differs" in rows[0]["not paired"]
 
 
 #: A BSS script whose base samples are the samples labelled 0 (the official test of both networks being right is
