@@ -743,6 +743,24 @@ def official_lines(official: dict[str, dict]) -> dict[str, dict[str, str]]:
     return {name: {path: line_ranges(numbers) for path, numbers in paths.items()} for name, paths in lines.items()}
 
 
+def dfad_budgets(payload: dict[str, Any]) -> str:
+    """DFAD's own data-free budgets in the runs (it reads no training image: the budget above is not its)."""
+    budgets = {
+        json.dumps(run[DFAD_ROW]["budget"], sort_keys=True)
+        for run in payload["results"].values()
+        if DFAD_ROW in run and "budget" in run[DFAD_ROW]
+    }
+    if not budgets:
+        return ""
+    shown = "; ".join(
+        "{dfad_epochs} data-free epochs of {dfad_batches_per_epoch} updates, batch {dfad_batch_size}".format(
+            **json.loads(budget)
+        )
+        for budget in sorted(budgets)
+    )
+    return f" DFAD reads no training image: its runs' own budget is {shown}, paired only with rows of that budget."
+
+
 def report(rows: list[dict[str, Any]], payload: dict[str, Any]) -> str:
     """The markdown file: the table, what was paired with what, the official lines that ran, what is not equal."""
     settings, lit_file = payload["settings"], payload["lit_kd_results"]
@@ -762,7 +780,7 @@ def report(rows: list[dict[str, Any]], payload: dict[str, Any]) -> str:
         f"lit-kd side: gains.py's rows of the same names in `{lit_file['file']}` (settings: subset "
         f"{lit_file['settings'].get('subset')}, epochs {lit_file['settings'].get('epochs')}), paired seed by seed "
         "where subset, epochs, held-out split and teacher hash agree. Target: |mean| <= "
-        f"{TARGET_POINTS:g} point and the 95% interval (Student's t) holds 0.",
+        f"{TARGET_POINTS:g} point and the 95% interval (Student's t) holds 0." + dfad_budgets(payload),
         "",
         "| method | official code | commit | s per official step (untraced epochs, mean) |",
         "|---|---|---|---|",

@@ -496,6 +496,8 @@ def test_dfads_official_loop_trains_the_student_lit_kd_trains_and_pairs_on_its_o
     assert record["official_lines"]["DFAD_cifar.py"] and record["flags"]["epoch_itrs"] == 2  # 12 / (5 + 1)
     assert len(record["train_loss_per_epoch"]) == 2
     assert [row["seeds paired"] for row in result["rows"]] == ["0"]
+    report = (tmp_path / "results" / "outcome_parity.md").read_text()
+    assert "its runs' own budget is 2 data-free epochs of 12 updates, batch 4" in report
     # the same official run against a row of another data-free budget: kept, not paired
     other = json.loads(lit_file.read_text())
     other["results"]["0"][name]["budget"]["dfad_epochs"] = "3"
