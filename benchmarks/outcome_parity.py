@@ -425,6 +425,71 @@ def bss_training(
     return OfficialTraining(module.student, epoch, counts=counts)
 
 
+@dataclass
+class Epochs:
+    """What an official run's epochs left: their seconds and mean training losses, the first epoch this process ran
+    (later than 0 for a resumed run), and the official lines traced (construction and first epoch)."""
+
+    seconds: list[float]
+    train_loss: list[float]
+    first: int
+    lines: dict[str, set[int]]
+
+    def record(self, args: argparse.Namespace, steps: int, steps_per_epoch: int) -> dict[str, Any]:
+        """The run record's fields on time, losses, load and the lines that ran."""
+        return {
+            "seconds": sum(self.seconds),
+            "steps": steps,
+            "seconds_per_step_untraced": (
+                sum(self.seconds[1:]) / (steps - steps_per_epoch) if len(self.seconds) > 1 else None
+            ),
+            "train_loss_per_epoch": self.train_loss,
+            "load": load_average(),
+            "threads": args.threads,
+            "resumed_at_epoch": self.first or None,
+            "official_lines": {path: sorted(numbers) for path, numbers in sorted(self.lines.items())},
+        }
+
+
+def run_epochs(
+    root: Path,
+    resume: Path,
+    stateful: dict[str, Any],
+    epochs: int,
+    one_epoch: Callable[[int], float],
+    lines: dict[str, set[int]],
+    counts: dict[str, int],
+) -> Epochs:
+    """``one_epoch(epoch)`` (the mean training loss) for the epochs not run yet, the official code's lines traced in
+    the first and its printing silenced; after every epoch the state (``stateful``'s state dicts, torch's random
+    state, ``counts``, times, losses, lines) is written to ``resume``, from which a stopped run continues as if it
+    had not stopped (the batches of an epoch depend only on the seed and the epoch)."""
+    seconds, train_loss, first = [], [], 0
+    if resume.is_file():
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        for key, value in stateful.items():
+            value.load_state_dict(state[key])
+        torch.set_rng_state(state["rng"])
+        counts.update(state["counts"])
+        seconds, train_loss, first = state["epoch_seconds"], state["train_loss"], state["epoch"]
+        lines = {path: set(numbers) for path, numbers in state["lines"].items()}
+    for epoch in range(first, epochs):
+        start = time.perf_counter()
+        with (
+            trace_lines(root if epoch == 0 else None) as executed,
+            contextlib.redirect_stdout(io.StringIO()),  # the official code's progress lines
+        ):
+            train_loss.append(one_epoch(epoch))
+        seconds.append(time.perf_counter() - start)
+        for path, numbers in executed.items():
+            lines.setdefault(path, set()).update(numbers)
+        state = {key: value.state_dict() for key, value in stateful.items()}
+        state.update(epoch=epoch + 1, rng=torch.get_rng_state(), counts=dict(counts), epoch_seconds=seconds)
+        state.update(train_loss=train_loss, lines={path: sorted(numbers) for path, numbers in lines.items()})
+        save_state(resume, state)
+    return Epochs(seconds, train_loss, first, lines)
+
+
 def dfad_official_run(args: argparse.Namespace, root: Path, name: str, seed: int, resume: Path) -> dict[str, Any]:
     """DFAD's official ``train()`` (``DFAD_cifar.py:17-52``) once per data-free epoch, for gains.py's DFAD row.
 
@@ -465,61 +530,37 @@ def dfad_official_run(args: argparse.Namespace, root: Path, name: str, seed: int
     schedulers = [torch.optim.lr_scheduler.MultiStepLR(o, [100, 200], 0.1) for o in (optimizer_s, optimizer_g)]
     stateful = {"student": student, "generator": generator, "optimizer_s": optimizer_s, "optimizer_g": optimizer_g}
     stateful.update(scheduler_s=schedulers[0], scheduler_g=schedulers[1])
-    epoch_seconds, train_loss, first_epoch = [], [], 0
-    if resume.is_file():
-        state = torch.load(resume, map_location="cpu", weights_only=False)
-        for key, value in stateful.items():
-            value.load_state_dict(state[key])
-        torch.set_rng_state(state["rng"])
-        epoch_seconds, train_loss, first_epoch = state["epoch_seconds"], state["train_loss"], state["epoch"]
-        lines = {path: set(numbers) for path, numbers in state["lines"].items()}
     flags = namespace(
         batch_size=data.batch_size, nz=DFAD_GENERATOR["latent_dim"], epoch_itrs=per_epoch // steps_per_iteration
     )
     flags.log_interval = 1  # every iteration's losses (the official default logs every 10th)
     loader = data.train_dataloader()
-    for epoch in range(first_epoch, epochs):
+
+    def one_epoch(epoch: int) -> float:
         loader.sampler.set_epoch(epoch)  # the row's latent batches of this epoch (as Lightning sets the epoch)
         noise, log = InjectedNoise(list(loader)), LossLog()
-        start = time.perf_counter()
-        with (
-            trace_lines(root if epoch == 0 else None) as executed,
-            mock.patch.multiple(script, torch=noise, vp=log),
-            contextlib.redirect_stdout(io.StringIO()),  # the official code's progress lines
-        ):
+        with mock.patch.multiple(script, torch=noise, vp=log):
             for scheduler in schedulers:  # DFAD_cifar.py:163-165, before the epoch's training
                 scheduler.step()
             script.train(flags, teacher, student, generator, torch.device("cpu"), [optimizer_s, optimizer_g], epoch + 1)
-        epoch_seconds.append(time.perf_counter() - start)
         if noise.drawn != per_epoch:
             raise RuntimeError(f"the official code drew {noise.drawn} latent batches in an epoch, the row {per_epoch}")
-        train_loss.append(statistics.mean(log.scalars["Loss_S"]))
-        for path, numbers in executed.items():
-            lines.setdefault(path, set()).update(numbers)
-        state = {key: value.state_dict() for key, value in stateful.items()}
-        state.update(epoch=epoch + 1, rng=torch.get_rng_state(), epoch_seconds=epoch_seconds, train_loss=train_loss)
-        state["lines"] = {path: sorted(numbers) for path, numbers in lines.items()}
-        save_state(resume, state)
+        return statistics.mean(log.scalars["Loss_S"])
+
+    run = run_epochs(root, resume, stateful, epochs, one_epoch, lines, {})
     (metrics,) = quiet_trainer(accelerator="cpu").test(SupervisedModule(student), data, verbose=False)
-    steps = epochs * per_epoch
+    commit = checkout_commit(root)
     return {
         "acc": float(metrics["test/acc"]),
-        "seconds": sum(epoch_seconds),
-        "steps": steps,
-        "seconds_per_step_untraced": sum(epoch_seconds[1:]) / (steps - per_epoch) if epochs > 1 else None,
-        "train_loss_per_epoch": train_loss,
-        "load": load_average(),
-        "threads": args.threads,
+        **run.record(args, epochs * per_epoch, per_epoch),
         "teacher_weights": weights_hash(teacher),  # never stepped: gains.py's hash of the teacher
         "reference": ROWS[name].reference,
-        "reference_commit": checkout_commit(root),
-        "code_commits": [checkout_commit(root)] if checkout_commit(root) else [],
+        "reference_commit": commit,
+        "code_commits": [commit] if commit else [],
         "seed": seed,
         "budget": budget,
         "student_init": student_start,
         "flags": vars(flags),
-        "resumed_at_epoch": first_epoch or None,
-        "official_lines": {path: sorted(numbers) for path, numbers in sorted(lines.items())},
     }
 
 
@@ -589,11 +630,8 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def official_run(args: argparse.Namespace, root: Path, name: str, seed: int, resume: Path) -> dict[str, Any]:
     """Train row ``name``'s student for seed ``seed`` with its official code (``Row.training``); test its last
-    weights.
-
-    After every epoch the run's state (what the optimiser steps, the optimiser, the schedule, torch's random state,
-    the losses, times, traced lines and counts so far) is written to ``resume``; a run stopped between epochs
-    continues from there as if it had not stopped (the batches of an epoch depend only on the seed and the epoch)."""
+    weights. Resumable after every epoch (:func:`run_epochs`: what the optimiser steps, the optimiser, the schedule,
+    torch's random state and the official code's counts are its state)."""
     row, runner = ROWS[name], Runner(args, seed)
     assert row.training is not None
     # the student as gains.py's row builds it: the same seed before the same constructor gives the same weights
@@ -611,53 +649,22 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int, res
     if module.lr_scheduler_factory is not None or schedule["lr_scheduler"]["interval"] != "step":
         raise ValueError(f"{name}: only lit-kd's default schedule (cosine, stepped per optimiser step) is replicated")
     stepped = ScheduledOptimizer(optimizer, schedule["lr_scheduler"]["scheduler"])
-    epoch_seconds, train_loss, first_epoch = [], [], 0
-    if resume.is_file():
-        state = torch.load(resume, map_location="cpu", weights_only=False)
-        official.trainable.load_state_dict(state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        stepped.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        official.counts.update(state["counts"])
-        epoch_seconds, train_loss, first_epoch = state["epoch_seconds"], state["train_loss"], state["epoch"]
-        lines = {path: set(numbers) for path, numbers in state["lines"].items()}
-    for epoch in range(first_epoch, args.epochs):
-        start = time.perf_counter()
-        with (
-            trace_lines(root if epoch == 0 else None) as executed,
-            mock.patch("torch.cuda.is_available", return_value=False),  # lit-kd's rows ran on the CPU
-            contextlib.redirect_stdout(io.StringIO()),  # the official code's progress lines
-        ):
-            train_loss.append(official.epoch(TrainingEpoch(data, loader, epoch), stepped))
-        epoch_seconds.append(time.perf_counter() - start)
-        for path, numbers in executed.items():
-            lines.setdefault(path, set()).update(numbers)
-        state = {
-            "epoch": epoch + 1,
-            "trainable": official.trainable.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": stepped.scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "counts": dict(official.counts),
-            "epoch_seconds": epoch_seconds,
-            "train_loss": train_loss,
-            "lines": {path: sorted(numbers) for path, numbers in lines.items()},
-        }
-        save_state(resume, state)
+
+    def one_epoch(epoch: int) -> float:
+        with mock.patch("torch.cuda.is_available", return_value=False):  # lit-kd's rows ran on the CPU
+            return official.epoch(TrainingEpoch(data, loader, epoch), stepped)
+
+    stateful = {"trainable": official.trainable, "optimizer": optimizer, "scheduler": stepped.scheduler}
+    run = run_epochs(root, resume, stateful, args.epochs, one_epoch, lines, official.counts)
     (metrics,) = quiet_trainer(accelerator="cpu").test(SupervisedModule(module.student), data, verbose=False)
     return {
         "acc": float(metrics["test/acc"]),
-        "seconds": sum(epoch_seconds),
-        "steps": steps,
-        "seconds_per_step_untraced": sum(epoch_seconds[1:]) / (steps - len(loader)) if args.epochs > 1 else None,
-        "train_loss_per_epoch": train_loss,
-        "load": load_average(),
-        "threads": args.threads,
+        **run.record(args, steps, len(loader)),
         "teacher_weights": weights_hash(teacher_network),  # gains.py's hash of the teacher (Runner.teacher_weights)
         "reference": row.reference,
         "reference_commit": checkout_commit(root),
         # the commits of the code that ran (DIST_KD's loss is in a submodule: its own commit)
-        "code_commits": sorted({commit for path in lines if (commit := checkout_commit((root / path).parent))}),
+        "code_commits": sorted({commit for path in run.lines if (commit := checkout_commit((root / path).parent))}),
         "seed": seed,
         "subset": args.subset,
         "epochs": args.epochs,
@@ -665,9 +672,7 @@ def official_run(args: argparse.Namespace, root: Path, name: str, seed: int, res
         "subset_verified": True,  # against expected_subset_hash, or the run raised
         "student_init": student_start,
         "flags": official.flags,
-        "resumed_at_epoch": first_epoch or None,
         **official.counts,
-        "official_lines": {path: sorted(numbers) for path, numbers in sorted(lines.items())},
     }
 
 
