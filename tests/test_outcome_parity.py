@@ -273,6 +273,16 @@ def recording(cls: type, built: list[torch.nn.Module]) -> type:
     return Recording
 
 
+def recorded_students(gains, outcome, monkeypatch, classes) -> dict[str, list[torch.nn.Module]]:  # noqa: F811
+    """The students trained by gains.py's rows of ``classes`` ("lit-kd") and tested by outcome_parity's official
+    runs ("official"), each in the order the runs finish."""
+    students: dict[str, list[torch.nn.Module]] = {"lit-kd": [], "official": []}
+    for cls in classes:
+        monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
+    monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
+    return students
+
+
 def max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
     """The largest absolute difference between two networks' same-named parameters and floating-point buffers."""
     tensors = b.state_dict()
@@ -325,11 +335,7 @@ def test_pairs_with_gains_rows_resumes_and_refuses_other_settings(
     monkeypatch,
     checkout,
 ) -> None:
-    students = {"lit-kd": [], "official": []}  # the trained students, in the order the runs finish
-    for name in METHODS:  # gains.py's row modules, kept to read their students after training
-        cls = getattr(gains, METHOD_CLASSES[name])
-        monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
-    monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
+    students = recorded_students(gains, outcome, monkeypatch, [getattr(gains, METHOD_CLASSES[n]) for n in METHODS])
     lit_kd = run_gains(gains, monkeypatch, cifar_folder, tmp_path, "--rows", *METHODS)["results"]
     lit_file = tmp_path / "out" / "gains.partial.json"
     result = run(outcome, monkeypatch, cifar_folder, tmp_path, checkout, lit_file)
@@ -417,10 +423,8 @@ def test_official_per_batch_losses_train_the_student_lit_kd_trains(
             (roots[name] / relative).parent.mkdir(parents=True, exist_ok=True)
             (roots[name] / relative).write_text(textwrap.dedent(source))
     methods = ("BSS", "DKD", "DIST", "KD + LS")
-    students = {"lit-kd": [], "official": []}
-    for cls in (gains.BSSDistillation, gains.DecoupledKD, gains.DISTDistillation, gains.HintonKD):
-        monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
-    monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
+    classes = (gains.BSSDistillation, gains.DecoupledKD, gains.DISTDistillation, gains.HintonKD)
+    students = recorded_students(gains, outcome, monkeypatch, classes)
     run_gains(gains, monkeypatch, cifar_folder, tmp_path, "--rows", *methods, "--seeds", "0")
     lit_file = tmp_path / "out" / "gains.partial.json"
     references = tuple(f"{name}={root}" for name, root in roots.items())
@@ -472,10 +476,7 @@ def test_dfads_official_loop_trains_the_student_lit_kd_trains_and_pairs_on_its_o
     root = write_dfad_checkout(tmp_path / "DFAD", "l1_loss")
     name, budget = "DFAD (no real training image)", ["--dfad-epochs", "2", "--dfad-batches-per-epoch", "12"]
     budget += ["--dfad-batch-size", "4"]
-    students = {"lit-kd": [], "official": []}
-    cls = gains.DataFreeAdversarialDistillation
-    monkeypatch.setattr(gains, cls.__name__, recording(cls, students["lit-kd"]))
-    monkeypatch.setattr(outcome, "SupervisedModule", recording(outcome.SupervisedModule, students["official"]))
+    students = recorded_students(gains, outcome, monkeypatch, [gains.DataFreeAdversarialDistillation])
     lit_file = tmp_path / "out" / "gains.partial.json"
     reference = (f"Data-Free-Adversarial-Distillation={root}",)
     common = dict(references=reference, methods=(name,), seeds=("0",))
