@@ -252,12 +252,16 @@ class Runner:
         print(f"seed {self.seed}: {name}: {100 * accuracy:.2f}% in {seconds:.0f} s", flush=True)
 
     # ----------------------------------------------------------------------------------------- baselines
-    def vanilla(self, depth: int) -> None:
+    def vanilla(self, depth: int, record: bool = True) -> None:
+        """The vanilla ResNet-``depth`` row; ``record=False`` retrains the ResNet-8 only as this seed's born-again
+        parent (its row, done by an earlier process, keeps its record)."""
         module = self.seeded(lambda: SupervisedModule(create_model(f"resnet{depth}", num_classes=10)))
         metrics, seconds = self.fit_test(module, f"vanilla ResNet-{depth}", role="baseline")
-        self.record(f"vanilla ResNet-{depth}", metrics["test/acc"], seconds)
+        if record:
+            self.record(f"vanilla ResNet-{depth}", metrics["test/acc"], seconds)
         if depth == 8:  # the born-again parent of this seed
             self.parent = Path(tempfile.mkdtemp()) / "parent.pt"
+            self.parent_acc = metrics["test/acc"]
             torch.save(module.student.state_dict(), self.parent)
 
     def plateau_probe(self) -> None:
@@ -299,7 +303,9 @@ class Runner:
             )
         )
         metrics, seconds = self.fit_test(module, "self-distillation (born-again, 1 generation)")
-        self.record("self-distillation (born-again, 1 generation)", metrics["test/acc"], seconds)
+        self.record(
+            "self-distillation (born-again, 1 generation)", metrics["test/acc"], seconds, parent_acc=self.parent_acc
+        )
 
     # ------------------------------------------------------------------------------------------- online
     def online(
@@ -591,6 +597,13 @@ def notes(results: dict[str, dict[str, Any]], seeds: list[str], key: str) -> str
         return f"the ensemble itself: {100 * mean_of(key, 'ensemble_acc'):.2f}%"
     if key.startswith("DFAD") and teacher:
         return f"{100 * mean_of(key, 'acc') / teacher:.1f}% of the teacher's {100 * teacher:.2f}%"
+    if key.startswith("self-distillation") and mean_of(key, "parent_acc") is not None:
+        parents = [s for s in seeds if "parent_acc" in results[s].get(key, {})]
+        same = sum(results[s][key]["parent_acc"] == results[s].get("vanilla ResNet-8", {}).get("acc") for s in parents)
+        parent = 100 * mean_of(key, "parent_acc")
+        return (
+            f"parent (the seed's vanilla ResNet-8, retrained) {parent:.2f}%, as the baseline in {same}/{len(parents)}"
+        )
     if key.startswith("cGAN-KD") and mean_of(key, "synthetic_images") is not None:
         return f"{mean_of(key, 'synthetic_images'):.0f} synthetic images kept (teacher p >= 0.9)"
     if teacher and key in SETTABLE_ROWS:  # the rows the adapted teacher teaches
@@ -890,7 +903,7 @@ def main() -> None:
             if done(runner, name, stored_settings) or (name == PLATEAU_ROW and seed != args.seeds[0]):
                 continue
             if name == "self-distillation (born-again, 1 generation)" and not hasattr(runner, "parent"):
-                runner.vanilla(8)  # the parent of this seed's generation (its baseline row was done before)
+                runner.vanilla(8, record=False)  # the parent of this seed's generation (its row was done before)
             teacher_rows(runner)[name]()
             results = save_seed(partial, settings, str(seed), runner.results)
             for folder in runner.folders:  # recorded: its fits need not resume (other rows' stopped fits stay)

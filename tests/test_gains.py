@@ -234,6 +234,34 @@ def test_the_data_free_rows_own_budget_is_recorded_with_it_and_is_not_the_tables
         run(gains, monkeypatch, cifar_folder, tmp_path, *dfad, "--dfad-epochs", "3", "--dfad-batches-per-epoch", "2")
 
 
+def test_a_later_self_distillation_run_retrains_its_parent_without_rewriting_the_baselines_record(
+    gains, tmp_path, cifar_folder, monkeypatch
+) -> None:
+    """The born-again row run by a later process retrains the seed's vanilla ResNet-8 as its parent: the baseline row
+    keeps the record its own run made, and the parent's accuracy is recorded with the row (the same, as the same
+    seeded run)."""
+    first = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "vanilla ResNet-8")
+    baseline = first["results"]["0"]["vanilla ResNet-8"]
+    later = run(
+        gains,
+        monkeypatch,
+        cifar_folder,
+        tmp_path,
+        "--seeds",
+        "0",
+        "--rows",
+        "self-distillation (born-again, 1 generation)",
+    )
+    assert later["results"]["0"]["vanilla ResNet-8"] == baseline
+    row = later["results"]["0"]["self-distillation (born-again, 1 generation)"]
+    assert row["parent_acc"] == baseline["acc"]
+    (summary,) = [r for r in later["rows"] if r["row"].startswith("self-distillation")]
+    assert (
+        summary["notes"]
+        == f"parent (the seed's vanilla ResNet-8, retrained) {100 * baseline['acc']:.2f}%, as the baseline in 1/1"
+    )
+
+
 def test_a_row_recorded_under_another_name_counts_as_done(gains, tmp_path) -> None:
     """The cGAN-KD row is recorded as its two results: a second run must find it done, at its own budget only."""
     args = gains.argparse.Namespace(overrides={}, gan_steps=1000, gan_channels=32, gan_per_label=1000)
