@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from common import load_average, markdown_table, quiet_benchmark, write_results
+from common import load_average, markdown_table, quiet_benchmark, run_stoppable, write_results
 from gains import Runner, add_runner_arguments, commit_partial, run_id, save_seed, set_aside_other_settings
 
 from lit_kd.synthesis import synthesize
@@ -133,4 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stoppable(main)

@@ -10,12 +10,16 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lit_kd.cli import SIGTERM_EXIT_STATUS
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -135,3 +139,15 @@ def quiet_benchmark(threads: int) -> None:
     torch.set_num_threads(threads)
     for message in (".*does not have many workers.*", ".*LeafSpec.*", ".*val_dataloader.*validation_step.*"):
         warnings.filterwarnings("ignore", message)
+
+
+def run_stoppable(main: Callable[[], None]) -> None:
+    """Run a resumable benchmark's ``main``. Stopped by SIGTERM during a fit, Lightning raises ``SIGTERMException``, a
+    ``SystemExit`` of status 0, after lit-kd's checkpoint callback saved ``last.ckpt`` at the step reached: exit with
+    143 instead, as ``lit-kd fit`` does, so that a queue or a scheduler tells a stopped run from a finished one.
+    Running the same command again resumes it."""
+    try:
+        main()
+    except SIGTERMException:
+        print(f"{Path(sys.argv[0]).name}: stopped by SIGTERM; run the same command to resume", file=sys.stderr)
+        raise SystemExit(SIGTERM_EXIT_STATUS) from None

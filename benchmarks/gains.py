@@ -61,7 +61,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
-from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
+from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, run_stoppable, write_results
 
 from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule, ResumableCheckpoint
 from lit_kd.checkpointing import load_network_weights
@@ -929,4 +929,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stoppable(main)

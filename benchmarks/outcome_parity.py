@@ -94,7 +94,7 @@ from typing import Any
 from unittest import mock
 
 import torch
-from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, write_results
+from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, run_stoppable, write_results
 from gains import (
     DFAD_GENERATOR,
     LOGIT_STANDARDISATION,
@@ -940,4 +940,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stoppable(main)

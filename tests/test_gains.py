@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -213,6 +215,36 @@ def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run
     assert resumed["resumed_at_steps"] == {"Hinton KD (method)": 1} and "resumed_at_steps" not in unstopped
     assert 1000 < resumed["seconds"] < 1000 + unstopped["seconds"] + 60  # the first part's seconds, then the second's
     assert not kept.parent.exists()
+
+
+def test_a_row_stopped_by_sigterm_exits_143_and_resumes_to_the_unstopped_result(
+    gains, tmp_path, cifar_folder, monkeypatch
+) -> None:
+    """A real SIGTERM during a fit (a queue stopping the run, ``kill <pid>``) ends the command with status 143, as
+    ``lit-kd fit`` does, not 0; ``last.ckpt`` holds the step reached and the same command then ends as the unstopped
+    run."""
+    budget = ("--epochs", "3", "--seeds", "0", "--rows", "Hinton KD")
+    unstopped = run(gains, monkeypatch, cifar_folder, tmp_path, *budget)["results"]["0"]["Hinton KD"]
+    (tmp_path / "out" / "gains.partial.json").unlink()
+
+    class SigtermAtSecondStep(gains.TrainingClock):
+        state_key = "TrainingClock"
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    clock = gains.TrainingClock
+    monkeypatch.setattr(gains, "TrainingClock", SigtermAtSecondStep)
+    common = sys.modules["common"]
+    with pytest.raises(SystemExit) as stopped:
+        common.run_stoppable(lambda: run(gains, monkeypatch, cifar_folder, tmp_path, *budget))
+    assert stopped.value.code == 143
+    (kept,) = (tmp_path / "out" / "resume").glob("gains-*/seed 0/Hinton KD (method)/last.ckpt")
+    assert torch.load(kept, weights_only=False)["global_step"] == 2
+    monkeypatch.setattr(gains, "TrainingClock", clock)
+    resumed = run(gains, monkeypatch, cifar_folder, tmp_path, *budget)["results"]["0"]["Hinton KD"]
+    assert resumed["acc"] == unstopped["acc"] and resumed["resumed_at_steps"] == {"Hinton KD (method)": 2}
 
 
 def test_the_data_free_rows_own_budget_is_recorded_with_it_and_is_not_the_tables(
