@@ -274,16 +274,8 @@ def test_a_later_self_distillation_run_retrains_its_parent_without_rewriting_the
     seeded run)."""
     first = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "vanilla ResNet-8")
     baseline = first["results"]["0"]["vanilla ResNet-8"]
-    later = run(
-        gains,
-        monkeypatch,
-        cifar_folder,
-        tmp_path,
-        "--seeds",
-        "0",
-        "--rows",
-        "self-distillation (born-again, 1 generation)",
-    )
+    born_again = ("--seeds", "0", "--rows", "self-distillation (born-again, 1 generation)")
+    later = run(gains, monkeypatch, cifar_folder, tmp_path, *born_again)
     assert later["results"]["0"]["vanilla ResNet-8"] == baseline
     row = later["results"]["0"]["self-distillation (born-again, 1 generation)"]
     assert row["parent_acc"] == baseline["acc"]
