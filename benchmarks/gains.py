@@ -297,6 +297,8 @@ class Runner:
         self.record("ensemble distillation", metrics["test/acc"], seconds, ensemble_acc=float(ensemble["test/acc"]))
 
     def self_distillation(self) -> None:
+        if not hasattr(self, "parent"):  # its vanilla row was done by an earlier process: retrain it as the parent
+            self.vanilla(8, record=False)
         module = self.seeded(
             lambda: SelfDistillation(
                 create_model("resnet8", 10), create_model("resnet8", 10), teacher_checkpoint=str(self.parent)
@@ -902,8 +904,6 @@ def main() -> None:
         for seed, runner in runners.items():
             if done(runner, name, stored_settings) or (name == PLATEAU_ROW and seed != args.seeds[0]):
                 continue
-            if name == "self-distillation (born-again, 1 generation)" and not hasattr(runner, "parent"):
-                runner.vanilla(8, record=False)  # the parent of this seed's generation (its row was done before)
             teacher_rows(runner)[name]()
             results = save_seed(partial, settings, str(seed), runner.results)
             for folder in runner.folders:  # recorded: its fits need not resume (other rows' stopped fits stay)
