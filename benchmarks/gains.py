@@ -43,6 +43,7 @@ ATen and oneDNN are held to AVX2, which reproduces the AVX2 machines' teacher bi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -908,6 +909,9 @@ def main() -> None:
             results = save_seed(partial, settings, str(seed), runner.results)
             for folder in runner.folders:  # recorded: its fits need not resume (other rows' stopped fits stay)
                 shutil.rmtree(folder, ignore_errors=True)
+                for parent in (folder.parent, folder.parent.parent):  # the seed's and the settings' folders, if empty
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()
             runner.folders = []
             if args.commit:
                 message = f"gains {args.name}: seed {seed}, {runner.key(name)} ({len(runner.results)} rows)"

@@ -214,7 +214,7 @@ def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run
     assert resumed["acc"] == unstopped["acc"]
     assert resumed["resumed_at_steps"] == {"Hinton KD (method)": 1} and "resumed_at_steps" not in unstopped
     assert 1000 < resumed["seconds"] < 1000 + unstopped["seconds"] + 60  # the first part's seconds, then the second's
-    assert not kept.parent.exists()
+    assert list((tmp_path / "out" / "resume").iterdir()) == []  # nor its empty seed and settings folders
 
 
 def test_a_row_stopped_by_sigterm_exits_143_and_resumes_to_the_unstopped_result(
