@@ -399,18 +399,21 @@ class Runner:
             max_per_label=self.args.gan_max_per_label,
             seed=self.seed,
         )
-        folder = Path(tempfile.mkdtemp()) / "synthetic"
-        save_synthetic_set(folder, images, targets, {"task": "classification", "num_classes": 10, "counts": counts})
-        synthesis_seconds = gan_seconds + time.perf_counter() - start
-        module = self.seeded(lambda: HintonKD(create_model("resnet8", 10), self.teacher(), **self.teacher_kwargs()))
-        metrics, seconds = self.fit_test(
-            module, "cGAN-KD (10% labels)", data=self.data(**fraction, synthetic_dir=folder)
-        )
+        with tempfile.TemporaryDirectory() as temporary:
+            folder = Path(temporary) / "synthetic"
+            provenance = {"task": "classification", "num_classes": 10, "counts": counts}
+            save_synthetic_set(folder, images, targets, provenance)
+            synthesis_seconds = gan_seconds + time.perf_counter() - start
+            module = self.seeded(lambda: HintonKD(create_model("resnet8", 10), self.teacher(), **self.teacher_kwargs()))
+            metrics, seconds = self.fit_test(
+                module, "cGAN-KD (10% labels)", data=self.data(**fraction, synthetic_dir=folder)
+            )
         self.record(
             "cGAN-KD, 10% labels, real + synthetic",
             metrics["test/acc"],
             seconds + synthesis_seconds,
             synthetic_images=len(targets),
+            synthetic_per_class={label: count["kept"] for label, count in counts.items()},  # the filter's class skew
             gan_and_synthesis_seconds=synthesis_seconds,
             budget=self.budget("cGAN-KD (10% labels)"),
         )
@@ -608,7 +611,9 @@ def notes(results: dict[str, dict[str, Any]], seeds: list[str], key: str) -> str
             f"parent (the seed's vanilla ResNet-8, retrained) {parent:.2f}%, as the baseline in {same}/{len(parents)}"
         )
     if key.startswith("cGAN-KD") and mean_of(key, "synthetic_images") is not None:
-        return f"{mean_of(key, 'synthetic_images'):.0f} synthetic images kept (teacher p >= 0.9)"
+        kept = [results[s][key]["synthetic_per_class"] for s in seeds if "synthetic_per_class" in results[s][key]]
+        skew = f", {min(min(k.values()) for k in kept)} to {max(max(k.values()) for k in kept)} a class" if kept else ""
+        return f"{mean_of(key, 'synthetic_images'):.0f} synthetic images kept (teacher p >= 0.9{skew})"
     if teacher and key in SETTABLE_ROWS:  # the rows the adapted teacher teaches
         return f"teacher {100 * teacher:.2f}%"
     return ""

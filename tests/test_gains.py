@@ -7,6 +7,7 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -307,9 +308,17 @@ def test_the_cgan_row_runs_end_to_end_once(gains, tmp_path, cifar_folder, monkey
     """The cGAN-KD row (GAN, filter, KD on real and on real + synthetic) records both results with its budget; run
     again, it is found done and nothing is retrained."""
     gan = ("--gan-steps", "4", "--gan-per-label", "5", "--gan-max-per-label", "5", "--gan-channels", "8")
+    (tmp_path / "temporary").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temporary"))
     result = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "cGAN-KD (10% labels)", *gan)
     rows = result["results"]["0"]
     assert rows["cGAN-KD, 10% labels, real + synthetic"]["budget"]["gan_steps"] == "4"
+    per_class = rows["cGAN-KD, 10% labels, real + synthetic"]["synthetic_per_class"]
+    assert sorted(per_class, key=int) == [str(c) for c in range(10)] and max(per_class.values()) <= 5
+    assert sum(per_class.values()) == rows["cGAN-KD, 10% labels, real + synthetic"]["synthetic_images"]
+    assert list((tmp_path / "temporary").iterdir()) == []  # the synthetic set lived only as long as its fit
+    note = gains.notes(result["results"], ["0"], "cGAN-KD, 10% labels, real + synthetic")
+    assert f"{min(per_class.values())} to {max(per_class.values())} a class" in note
     assert rows["KD, 10% labels, real only"]["budget"] == rows["cGAN-KD, 10% labels, real + synthetic"]["budget"]
     partial = tmp_path / "out" / "gains.partial.json"
     before = partial.read_text()
