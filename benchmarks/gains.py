@@ -34,7 +34,9 @@ from there, exactly (``tests/test_gains.py``); the row then records ``resumed_at
 part. The row's folders are removed once it is in the partial file.
 
 Every row records the hash of the adapted teacher's weights (``teacher_weights``), so that a table continued in
-another session can show it used the same teacher. The adaptation run is deterministic on a given CPU ISA, not across
+another session can show it used the same teacher: a run whose ``--teacher-checkpoint`` hashes otherwise than the
+file's rows stops before it trains (:func:`check_teacher`), and a row whose checkpoint changed while it trained (a
+teacher still being re-made) is not recorded. The adaptation run is deterministic on a given CPU ISA, not across
 ISAs: on an AVX-512 CPU it gives other weights (hash a96c3ef9b3ddc827 against 841f9beccf41549c, 2026-12-04) unless
 ATen and oneDNN are held to AVX2, which reproduces the AVX2 machines' teacher bit for bit:
 ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 lit-kd fit --config recipes/cifar10/adapt_pretrained_resnet56.yaml``.
@@ -239,6 +241,11 @@ class Runner:
         return {"teacher_memo": str(self.args.output_dir / f"teacher_memo_{teacher}.safetensors")}
 
     def record(self, name: str, accuracy: float, seconds: float, **extra: Any) -> None:
+        if weights_hash(self.adapted_teacher()) != self.teacher_weights():  # the checkpoint was replaced mid-run
+            raise SystemExit(
+                f"seed {self.seed}: {name}: --teacher-checkpoint changed while the row ran (hash "
+                f"{self.teacher_weights()} when it started): not recorded; run it again"
+            )
         self.results[self.key(name)] = {
             "acc": accuracy,
             **{k: v for k, v in self.validation.items() if k.startswith("val_acc")},
@@ -747,6 +754,23 @@ def set_aside_other_settings(
         print(f"{partial} held results at other settings: moved to {kept}", flush=True)
 
 
+def check_teacher(results: dict[str, dict[str, Any]], teacher: str, partial: Path) -> None:
+    """Refuse to add rows taught by another teacher than the rows of ``partial`` (``teacher``: its weights' hash).
+
+    A table continued in another session needs its teacher re-made bit for bit (the module docstring says how); a
+    checkpoint from another machine, a half-written one (a row started while the teacher still trains) or another
+    teacher would otherwise be recorded beside the old rows and paired with them.
+    """
+    recorded = sorted(
+        {row["teacher_weights"] for rows in results.values() for row in rows.values() if "teacher_weights" in row}
+    )
+    if recorded and recorded != [teacher]:
+        raise SystemExit(
+            f"--teacher-checkpoint's weights hash to {teacher}, but the rows of {partial} were taught by "
+            f"{', '.join(recorded)}: re-make that teacher, or start another table (--name)"
+        )
+
+
 def commit_partial(partial: Path, message: str) -> None:
     """Commit the partial results file alone (other staged or unstaged changes stay as they are)."""
     folder = partial.parent
@@ -904,6 +928,7 @@ def main() -> None:
     runners = {seed: Runner(args, seed) for seed in ([] if args.summarize_only else args.seeds)}
     for seed, runner in runners.items():
         runner.results = results.setdefault(str(seed), {})
+        check_teacher(results, runner.teacher_weights(), partial)  # before any row runs, not after hours of one
     order = list(teacher_rows(Runner(args, 0)))
     order = [name for name in args.rows if name in order] if args.rows else order
     for name in order:

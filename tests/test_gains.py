@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.benchmarks import benchmark_script
+from lit_kd.models import create_model
+from tests.support.benchmarks import benchmark_script, fixed_teacher
 
 
 @pytest.fixture
@@ -216,6 +217,38 @@ def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run
     assert resumed["resumed_at_steps"] == {"Hinton KD (method)": 1} and "resumed_at_steps" not in unstopped
     assert 1000 < resumed["seconds"] < 1000 + unstopped["seconds"] + 60  # the first part's seconds, then the second's
     assert list((tmp_path / "out" / "resume").iterdir()) == []  # nor its empty seed and settings folders
+
+
+def test_a_table_takes_rows_of_its_own_teacher_only(gains, tmp_path, cifar_folder, monkeypatch) -> None:
+    """A table continued with a teacher whose weights hash otherwise (re-made on another CPU, a checkpoint still being
+    written) stops before any training; a teacher replaced while a row trains leaves that row unrecorded."""
+    run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "vanilla ResNet-8")
+    partial = tmp_path / "out" / "gains.partial.json"
+    before = partial.read_text()
+    taught_by = json.loads(before)["results"]["0"]["vanilla ResNet-8"]["teacher_weights"]
+
+    def other_teacher(self, name: str = "cifar10_resnet56") -> torch.nn.Module:
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            return create_model("resnet14", 10)
+
+    fit = gains.Runner.fit
+    monkeypatch.setattr(gains.Runner, "teacher", other_teacher)
+    monkeypatch.setattr(gains.Runner, "fit", lambda *args, **kwargs: pytest.fail("trained beside another teacher"))
+    with pytest.raises(SystemExit, match=f"were taught by {taught_by}: re-make"):
+        run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--rows", "vanilla ResNet-8")
+    assert partial.read_text() == before
+
+    class TeacherReplacedWhileTraining(gains.TrainingClock):
+        def on_train_end(self, trainer, module) -> None:
+            monkeypatch.setattr(gains.Runner, "teacher", other_teacher)
+
+    monkeypatch.setattr(gains.Runner, "fit", fit)
+    monkeypatch.setattr(gains.Runner, "teacher", lambda self, name="cifar10_resnet56": fixed_teacher())
+    monkeypatch.setattr(gains, "TrainingClock", TeacherReplacedWhileTraining)
+    with pytest.raises(SystemExit, match="changed while the row ran .*not recorded"):
+        run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--rows", "vanilla ResNet-8")
+    assert partial.read_text() == before
 
 
 def test_a_row_stopped_by_sigterm_exits_143_and_resumes_to_the_unstopped_result(
