@@ -618,7 +618,9 @@ def notes(results: dict[str, dict[str, Any]], seeds: list[str], key: str) -> str
             f"parent (the seed's vanilla ResNet-8, retrained) {parent:.2f}%, as the baseline in {same}/{len(parents)}"
         )
     if key.startswith("cGAN-KD") and mean_of(key, "synthetic_images") is not None:
-        kept = [results[s][key]["synthetic_per_class"] for s in seeds if "synthetic_per_class" in results[s][key]]
+        kept = [
+            results[s][key]["synthetic_per_class"] for s in seeds if "synthetic_per_class" in results[s].get(key, {})
+        ]
         skew = f", {min(min(k.values()) for k in kept)} to {max(max(k.values()) for k in kept)} a class" if kept else ""
         return f"{mean_of(key, 'synthetic_images'):.0f} synthetic images kept (teacher p >= 0.9{skew})"
     if teacher and key in SETTABLE_ROWS:  # the rows the adapted teacher teaches
