@@ -617,9 +617,8 @@ def notes(results: dict[str, dict[str, Any]], seeds: list[str], key: str) -> str
         parents = [s for s in seeds if "parent_acc" in results[s].get(key, {})]
         same = sum(results[s][key]["parent_acc"] == results[s].get("vanilla ResNet-8", {}).get("acc") for s in parents)
         parent = 100 * mean_of(key, "parent_acc")
-        return (
-            f"parent (the seed's vanilla ResNet-8, retrained) {parent:.2f}%, as the baseline in {same}/{len(parents)}"
-        )
+        retrained = f"parent (the seed's vanilla ResNet-8, retrained) {parent:.2f}%"
+        return f"{retrained}, equal to the vanilla row in {same}/{len(parents)}"
     if key.startswith("cGAN-KD") and mean_of(key, "synthetic_images") is not None:
         kept = [
             results[s][key]["synthetic_per_class"] for s in seeds if "synthetic_per_class" in results[s].get(key, {})
