@@ -13,7 +13,8 @@ Rows (student ResNet-8 unless said; baselines trained alone at the same budget a
   (``--teacher-checkpoint``, from ``recipes/cifar10/adapt_pretrained_resnet56.yaml``) -> ResNet-8; baseline ResNet-8;
 * ensemble distillation: the four pretrained ResNets (20/32/44/56) as the ensemble (its own accuracy is reported;
   its logits memoised in their own file, as the adapted teacher's are for the logit rows);
-* self-distillation: one born-again generation taught by its vanilla parent (the baseline run of the same seed);
+* self-distillation: one born-again generation taught by its vanilla parent (the baseline run of the same seed), from
+  its own initialisation (seed + 1) on its parent's data;
 * online (DML, AFD with both update schemes, AFD's 3-network cycle): ResNet-8 + ResNet-14 (+ ResNet-20); each network
   against the same network trained alone;
 * DFAD: ResNet-8 from the adapted teacher without a real training image, as a share of the teacher's accuracy and
@@ -88,6 +89,11 @@ from lit_kd.methods import (
 )
 from lit_kd.models import ConditionalGenerator, DFADGenerator, PretrainedNetwork, ProjectionDiscriminator, create_model
 from lit_kd.runtime.memo import weights_hash
+
+#: the born-again row; the same row under ``[student initialised as its parent]`` is its ablation (rows recorded before
+#: 2026-12-07 started the student from its parent's initial weights, see ``Runner.self_distillation``)
+SELF_DISTILLATION = "self-distillation (born-again, 1 generation)"
+SELF_DISTILLATION_SAME_INIT = f"{SELF_DISTILLATION} [student initialised as its parent]"
 
 
 class TrainingClock(pl.Callback):
@@ -305,16 +311,25 @@ class Runner:
         self.record("ensemble distillation", metrics["test/acc"], seconds, ensemble_acc=float(ensemble["test/acc"]))
 
     def self_distillation(self) -> None:
+        """One born-again generation: a ResNet-8 from its own initialisation, taught by its parent on its parent's
+        data (the seed's subset, order and augmentation).
+
+        The student is initialised with seed ``seed + 1``, as ``lit-kd born-again`` seeds generation 1
+        (:func:`lit_kd.born_again.generation_config`): Allen-Zhu & Li (2020, abstract) explain self-distillation as
+        an implicit ensemble of networks that "only differ by the random seeds used in the initialization", which a
+        student started from its parent's own weights, on its parent's batches, is not.
+        """
         if not hasattr(self, "parent"):  # its vanilla row was done by an earlier process: retrain it as the parent
             self.vanilla(8, record=False)
-        module = self.seeded(
-            lambda: SelfDistillation(
-                create_model("resnet8", 10), create_model("resnet8", 10), teacher_checkpoint=str(self.parent)
-            )
+        init_seed = self.seed + 1
+        pl.seed_everything(init_seed, verbose=False)
+        student = create_model("resnet8", 10)
+        module = self.seeded(  # the run (and so the data) keeps the row's seed
+            lambda: SelfDistillation(student, create_model("resnet8", 10), teacher_checkpoint=str(self.parent))
         )
-        metrics, seconds = self.fit_test(module, "self-distillation (born-again, 1 generation)")
+        metrics, seconds = self.fit_test(module, SELF_DISTILLATION)
         self.record(
-            "self-distillation (born-again, 1 generation)", metrics["test/acc"], seconds, parent_acc=self.parent_acc
+            SELF_DISTILLATION, metrics["test/acc"], seconds, parent_acc=self.parent_acc, student_init_seed=init_seed
         )
 
     # ------------------------------------------------------------------------------------------- online
@@ -469,7 +484,7 @@ def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
             "AMA", lambda s, t: ActivationMapAdaptation(s, t, **teacher, **runner.kwargs("AMA"))
         ),
         "ensemble distillation": runner.ensemble,
-        "self-distillation (born-again, 1 generation)": runner.self_distillation,
+        SELF_DISTILLATION: runner.self_distillation,
         "DML": lambda: runner.online("DML", online_pair, DeepMutualLearning),
         "AFD (alternating updates)": lambda: runner.online(
             "AFD (alternating updates)", online_pair, lambda n: OnlineAdversarialFeatureKD(n, update="alternating")
@@ -497,7 +512,12 @@ TABLE_ROWS = [
     ("CRD", "CRD", "vanilla ResNet-8"),
     ("AMA", "AMA", "vanilla ResNet-8"),
     ("ensemble distillation (4 pretrained ResNets)", "ensemble distillation", "vanilla ResNet-8"),
-    ("self-distillation, 1 born-again generation", "self-distillation (born-again, 1 generation)", "born-again parent"),
+    ("self-distillation, 1 born-again generation", SELF_DISTILLATION, "born-again parent"),
+    (
+        "self-distillation, student initialised as its parent (ablation)",
+        SELF_DISTILLATION_SAME_INIT,
+        "born-again parent [student initialised as its parent]",
+    ),
     *[
         (f"{method}: ResNet-{depth}", f"{method}/ResNet-{depth}", f"vanilla ResNet-{depth}")
         for method, depths in (
@@ -544,9 +564,9 @@ CLAIMS = {
     "CRD": ("CRD > KD (Tian et al. 2020)", "CRD", "Hinton KD"),
     "AMA": ("AMA > vanilla (Wu et al. 2020)", "AMA", "vanilla ResNet-8"),
     "ensemble distillation": ("ensemble KD > vanilla", "ensemble distillation", "vanilla ResNet-8"),
-    "self-distillation (born-again, 1 generation)": (
+    SELF_DISTILLATION: (
         "born-again > its parent (Furlanello et al. 2018)",
-        "self-distillation (born-again, 1 generation)",
+        SELF_DISTILLATION,
         "born-again parent",
     ),
     "DML": ("DML > alone (Zhang et al. 2018)", "DML/ResNet-8", "vanilla ResNet-8"),
@@ -595,8 +615,8 @@ def accuracy_of(result: dict[str, Any], key: str) -> float | None:
         return result.get(method, {}).get("networks", {}).get(network)
     if key == "DFAD untrained student":
         return result.get("DFAD (no real training image)", {}).get("untrained_acc")
-    if key == "born-again parent":  # the network the row distilled: its retrained parent, which on another CPU ISA
-        row = result.get("self-distillation (born-again, 1 generation)")  # ends elsewhere than the vanilla row
+    if key.startswith("born-again parent"):  # the network the row distilled: its retrained parent, which on another
+        row = result.get(SELF_DISTILLATION + key.removeprefix("born-again parent"))  # CPU ISA ends elsewhere
         return None if row is None else row.get("parent_acc", result.get("vanilla ResNet-8", {}).get("acc"))
     return result.get(key, {}).get("acc")
 
@@ -688,7 +708,15 @@ def parse_overrides(items: list[list[str]]) -> dict[str, dict[str, Any]]:
 def variants_table(results: dict[str, dict[str, Any]]) -> str:
     """Rows run with ``--set`` settings and, with ``--val-size``, every row's held-out accuracy, per seed."""
     seeds = sorted(results)
-    names = sorted({name for s in seeds for name in results[s] if " [" in name or "val_acc" in results[s][name]})
+    tabled = {key for _, key, _ in TABLE_ROWS}
+    names = sorted(
+        {
+            name
+            for s in seeds
+            for name in results[s]
+            if (" [" in name and name not in tabled) or "val_acc" in results[s][name]
+        }
+    )
     if not names:
         return ""
     lines = []

@@ -10,8 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from torch.utils._pytree import tree_leaves
 
 from lit_kd.models import create_model
 from tests.support.benchmarks import benchmark_script, fixed_teacher
@@ -318,17 +320,53 @@ def test_a_later_self_distillation_run_retrains_its_parent_without_rewriting_the
     assert summary["notes"] == f"{parent}, equal to the vanilla row in 1/1"
 
 
+def test_the_born_again_student_starts_from_its_own_initialisation_on_its_parents_batches(
+    gains, tmp_path, cifar_folder, monkeypatch
+) -> None:
+    """The born-again student is initialised with seed + 1 (as ``lit-kd born-again`` seeds generation 1), not with
+    its parent's initial weights, and trains on its parent's batches (the seed's subset, order and augmentation)."""
+    seen: dict[str, dict] = {}
+
+    def watched(cls):
+        class Watched(cls):
+            def on_train_batch_start(self, batch, batch_idx):
+                if self.global_step == 0:
+                    weights = {k: v.clone() for k, v in self.student.state_dict().items()}
+                    seen[cls.__name__] = {"init": weights, "batch": [t.clone() for t in tree_leaves(batch)]}
+                return super().on_train_batch_start(batch, batch_idx)
+
+        return Watched
+
+    monkeypatch.setattr(gains, "SupervisedModule", watched(gains.SupervisedModule))
+    monkeypatch.setattr(gains, "SelfDistillation", watched(gains.SelfDistillation))
+    rows = ("vanilla ResNet-8", gains.SELF_DISTILLATION)
+    result = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", *rows)["results"]["0"]
+    assert result[gains.SELF_DISTILLATION]["student_init_seed"] == 1
+    parent, student = seen["SupervisedModule"], seen["SelfDistillation"]
+    pl.seed_everything(1, verbose=False)
+    expected = create_model("resnet8", num_classes=10).state_dict()
+    assert all(torch.equal(student["init"][k], expected[k]) for k in expected)
+    assert not torch.equal(student["init"]["stem.0.weight"], parent["init"]["stem.0.weight"])
+    assert all(torch.equal(a, b) for a, b in zip(student["batch"], parent["batch"], strict=True))
+
+
 def test_the_born_again_row_is_paired_with_the_parent_it_distilled(gains) -> None:
     """A parent retrained on another CPU ISA ends elsewhere than the seed's vanilla row: the born-again gain and its
     claim pair the student with the parent it was distilled from (``parent_acc``); a row recorded before that field
-    existed was distilled from the vanilla row itself."""
+    existed was distilled from the vanilla row itself. The ablation row (rows recorded when the student started from
+    its parent's initial weights) is paired with its own parents, and is in the table, not among the ``--set`` rows."""
     sd = "self-distillation (born-again, 1 generation)"
     results = {
         "0": {"vanilla ResNet-8": {"acc": 0.6935}, sd: {"acc": 0.6985, "parent_acc": 0.6935, "seconds": 1.0}},
         "1": {"vanilla ResNet-8": {"acc": 0.6812}, sd: {"acc": 0.6777, "parent_acc": 0.6777, "seconds": 1.0}},
         "2": {"vanilla ResNet-8": {"acc": 0.6951}, sd: {"acc": 0.7001, "seconds": 1.0}},
     }
-    (row,) = [r for r in gains.summary(results) if r["row"].startswith("self-distillation")]
+    results["0"][gains.SELF_DISTILLATION_SAME_INIT] = {"acc": 0.6900, "parent_acc": 0.6850, "seconds": 1.0}
+    results["1"][gains.SELF_DISTILLATION_SAME_INIT] = {"acc": 0.6800, "parent_acc": 0.6770, "seconds": 1.0}
+    row, ablation = [r for r in gains.summary(results) if r["row"].startswith("self-distillation")]
+    # the ablation (the student initialised as its parent) is paired with its own parents: +0.50, +0.30
+    assert (ablation["baseline %"], ablation["gain (points)"], ablation["seeds"]) == ("68.10 ± 0.57", "+0.40", 2)
+    assert ablation["paper's claim"] == "" and gains.SELF_DISTILLATION_SAME_INIT not in gains.variants_table(results)
     # by hand: parents 69.35, 67.77, 69.51 (the vanilla row); differences +0.50, 0.00, +0.50
     assert row["baseline %"] == "68.88 ± 0.96"  # mean 68.8767, sample std 0.9617
     assert row["gain (points)"] == "+0.33"

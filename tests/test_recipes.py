@@ -80,6 +80,30 @@ def recipe_args(recipe: Path, data_dir: Path, tmp_path: Path, run_length: Sequen
     return args
 
 
+def test_a_born_again_student_starts_from_its_own_initialisation_on_its_parents_data() -> None:
+    """Every self-distillation recipe seeds its run otherwise than the recipe that trains its teacher (the student
+    does not start from its parent's initial weights) and pins its data seed to the parent's (the same split, order
+    and augmentation)."""
+
+    def load(path: Path) -> dict:
+        return yaml.safe_load(path.read_text())
+
+    def saves_to(recipe: dict) -> set[str]:
+        return {str(c.get("init_args", {}).get("dirpath")) for c in recipe.get("trainer", {}).get("callbacks") or []}
+
+    born_again = [path for path in RECIPES if load(path)["model"]["class_path"] == "lit_kd.methods.SelfDistillation"]
+    assert born_again
+    for path in born_again:
+        recipe = load(path)
+        folder = str(Path(recipe["model"]["init_args"]["teacher_checkpoint"]).parent)
+        (parent,) = [load(p) for p in RECIPES if folder in saves_to(load(p))]
+        name = str(path.relative_to(paths.RECIPES))
+        assert recipe["seed_everything"] != parent["seed_everything"], name
+        data, parent_data = recipe["data"]["init_args"], parent["data"]["init_args"]
+        assert data.pop("seed", None) == parent_data.pop("seed", parent["seed_everything"]), name
+        assert data == parent_data, name
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_runs_with_fast_dev_run(
     recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
