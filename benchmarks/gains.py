@@ -34,13 +34,17 @@ epoch under ``--output-dir``/resume (one folder per results file, settings and s
 from there, exactly (``tests/test_gains.py``); the row then records ``resumed_at_steps`` and the seconds of every
 part. The row's folders are removed once it is in the partial file.
 
-Every row records the hash of the adapted teacher's weights (``teacher_weights``), so that a table continued in
-another session can show it used the same teacher: a run whose ``--teacher-checkpoint`` hashes otherwise than the
-file's rows stops before it trains (:func:`check_teacher`), and a row whose checkpoint changed while it trained (a
-teacher still being re-made) is not recorded. The adaptation run is deterministic on a given CPU ISA, not across
-ISAs: on an AVX-512 CPU it gives other weights (hash a96c3ef9b3ddc827 against 841f9beccf41549c, 2026-12-04) unless
-ATen and oneDNN are held to AVX2, which reproduces the AVX2 machines' teacher bit for bit:
+Every row the adapted teacher teaches records the hash of its weights (``teacher_weights``), so that a table continued
+in another session can show it used the same teacher: a run of such rows whose ``--teacher-checkpoint`` hashes
+otherwise than the file's rows stops before it trains (:func:`check_teacher`), and a row whose checkpoint changed while
+it trained (a teacher still being re-made) is not recorded. The rows it does not teach (``TEACHER_FREE_ROWS``: the
+vanilla, ensemble, born-again and online rows) record no hash and run beside any teacher.
+
+The adaptation run is deterministic on a given CPU, not across CPUs: on an AMD AVX-512 CPU it gives other weights (hash
+a96c3ef9b3ddc827 against 841f9beccf41549c, 2026-12-04) unless ATen and oneDNN are held to AVX2, which reproduces the
+AVX2 machines' teacher bit for bit:
 ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 lit-kd fit --config recipes/cifar10/adapt_pretrained_resnet56.yaml``.
+On an Intel AVX-512 CPU (2026-12-07) the same command gives d0aba100d41e8e5e.
 """
 
 from __future__ import annotations
@@ -247,7 +251,8 @@ class Runner:
         return {"teacher_memo": str(self.args.output_dir / f"teacher_memo_{teacher}.safetensors")}
 
     def record(self, name: str, accuracy: float, seconds: float, **extra: Any) -> None:
-        if weights_hash(self.adapted_teacher()) != self.teacher_weights():  # the checkpoint was replaced mid-run
+        taught = name not in TEACHER_FREE_ROWS  # only the rows the adapted teacher teaches carry its hash
+        if taught and weights_hash(self.adapted_teacher()) != self.teacher_weights():  # replaced mid-run
             raise SystemExit(
                 f"seed {self.seed}: {name}: --teacher-checkpoint changed while the row ran (hash "
                 f"{self.teacher_weights()} when it started): not recorded; run it again"
@@ -258,7 +263,7 @@ class Runner:
             "seconds": seconds,
             "load": load_average(),
             "threads": self.args.threads,
-            "teacher_weights": self.teacher_weights(),  # a later session's re-made teacher must match this
+            **({"teacher_weights": self.teacher_weights()} if taught else {}),  # a re-made teacher must match it
             **({"resumed_at_steps": self.resumed} if self.resumed else {}),
             **extra,
         }
@@ -551,6 +556,22 @@ def table_settings(settings: dict[str, str]) -> dict[str, str]:
 
 #: the plateau probe's row: run for the first seed only
 PLATEAU_ROW = "vanilla ResNet-8 at 1.5x the epochs"
+#: the rows the adapted teacher (``--teacher-checkpoint``) does not teach: they record no hash of it, and a run of
+#: them alone does not check it (a session whose re-made teacher hashes otherwise can still run them)
+TEACHER_FREE_ROWS = frozenset(
+    (
+        "vanilla ResNet-8",
+        PLATEAU_ROW,
+        "vanilla ResNet-14",
+        "vanilla ResNet-20",
+        "ensemble distillation",  # the four pretrained ResNets, not the adapted one
+        SELF_DISTILLATION,
+        "DML",
+        "AFD (alternating updates)",
+        "AFD (joint update)",
+        "AFD, cycle of 3",
+    )
+)
 
 #: each row's claim in its paper: (claim, result key of the better side, of the other side); checked on this table
 CLAIMS = {
@@ -958,11 +979,12 @@ def main() -> None:
         settings = stored_settings if args.summarize_only else settings
     # row by row, every seed of a row before the next row (the rows most users read first: --rows in its order)
     runners = {seed: Runner(args, seed) for seed in ([] if args.summarize_only else args.seeds)}
-    for seed, runner in runners.items():
-        runner.results = results.setdefault(str(seed), {})
-        check_teacher(results, runner.teacher_weights(), partial)  # before any row runs, not after hours of one
     order = list(teacher_rows(Runner(args, 0)))
     order = [name for name in args.rows if name in order] if args.rows else order
+    for seed, runner in runners.items():
+        runner.results = results.setdefault(str(seed), {})
+        if any(name not in TEACHER_FREE_ROWS for name in order):  # before any row runs, not after hours of one
+            check_teacher(results, runner.teacher_weights(), partial)
     for name in order:
         for seed, runner in runners.items():
             if done(runner, name, stored_settings) or (name == PLATEAU_ROW and seed != args.seeds[0]):

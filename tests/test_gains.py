@@ -223,11 +223,14 @@ def test_a_row_stopped_between_epochs_resumes_there_and_ends_as_an_unstopped_run
 
 def test_a_table_takes_rows_of_its_own_teacher_only(gains, tmp_path, cifar_folder, monkeypatch) -> None:
     """A table continued with a teacher whose weights hash otherwise (re-made on another CPU, a checkpoint still being
-    written) stops before any training; a teacher replaced while a row trains leaves that row unrecorded."""
-    run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "vanilla ResNet-8")
+    written) stops before any training; a teacher replaced while a row trains leaves that row unrecorded. Rows the
+    adapted teacher does not teach (the vanilla baselines, the born-again and online rows) carry no hash and run
+    beside any teacher."""
+    run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "--rows", "vanilla ResNet-8", "Hinton KD")
     partial = tmp_path / "out" / "gains.partial.json"
     before = partial.read_text()
-    taught_by = json.loads(before)["results"]["0"]["vanilla ResNet-8"]["teacher_weights"]
+    assert "teacher_weights" not in json.loads(before)["results"]["0"]["vanilla ResNet-8"]
+    taught_by = json.loads(before)["results"]["0"]["Hinton KD"]["teacher_weights"]
 
     def other_teacher(self, name: str = "cifar10_resnet56") -> torch.nn.Module:
         with torch.random.fork_rng():
@@ -238,8 +241,12 @@ def test_a_table_takes_rows_of_its_own_teacher_only(gains, tmp_path, cifar_folde
     monkeypatch.setattr(gains.Runner, "teacher", other_teacher)
     monkeypatch.setattr(gains.Runner, "fit", lambda *args, **kwargs: pytest.fail("trained beside another teacher"))
     with pytest.raises(SystemExit, match=f"were taught by {taught_by}: re-make"):
-        run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--rows", "vanilla ResNet-8")
+        run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--rows", "vanilla ResNet-8", "Hinton KD")
     assert partial.read_text() == before
+    monkeypatch.setattr(gains.Runner, "fit", fit)  # a teacher-free row beside that teacher: run, and no hash
+    free = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--rows", "vanilla ResNet-8")["results"]
+    assert set(free["1"]) == {"vanilla ResNet-8"} and "teacher_weights" not in free["1"]["vanilla ResNet-8"]
+    partial.write_text(before)
 
     class TeacherReplacedWhileTraining(gains.TrainingClock):
         def on_train_end(self, trainer, module) -> None:
@@ -249,7 +256,7 @@ def test_a_table_takes_rows_of_its_own_teacher_only(gains, tmp_path, cifar_folde
     monkeypatch.setattr(gains.Runner, "teacher", lambda self, name="cifar10_resnet56": fixed_teacher())
     monkeypatch.setattr(gains, "TrainingClock", TeacherReplacedWhileTraining)
     with pytest.raises(SystemExit, match="changed while the row ran .*not recorded"):
-        run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--rows", "vanilla ResNet-8")
+        run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--rows", "Hinton KD")
     assert partial.read_text() == before
 
 
