@@ -44,7 +44,10 @@ The adaptation run is deterministic on a given CPU, not across CPUs: on an AMD A
 a96c3ef9b3ddc827 against 841f9beccf41549c, 2026-12-04) unless ATen and oneDNN are held to AVX2, which reproduces the
 AVX2 machines' teacher bit for bit:
 ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 lit-kd fit --config recipes/cifar10/adapt_pretrained_resnet56.yaml``.
-On an Intel AVX-512 CPU (2026-12-07) the same command gives d0aba100d41e8e5e.
+On an Intel Xeon with AVX-512 (2026-12-07) the same command gives d0aba100d41e8e5e, and aa99c7772dabc062 with MKL held
+to AVX2 as well (``MKL_ENABLE_INSTRUCTIONS=AVX2``; ``MKL_CBWR=AVX2`` gave the same losses for the steps it ran): there
+the taught rows cannot join this table unless the teacher's weights are brought from an AMD machine
+(``--teacher-checkpoint`` takes any file of them; the path is not part of the table's identity, :data:`PATH_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -548,9 +551,15 @@ ROW_BUDGETS = {
 RECORDED_AS = {"cGAN-KD (10% labels)": "cGAN-KD, 10% labels, real + synthetic"}
 
 
+#: options that say where things are on one machine, not what the table is: a table continued on another machine (the
+#: data elsewhere, the teacher's weights in another file) is the same table; its teacher is checked by its weights'
+#: hash (:func:`check_teacher`), not by the path it was read from
+PATH_OPTIONS = ("data_dir", "weights_dir", "teacher_checkpoint", "cache_dir")
+
+
 def table_settings(settings: dict[str, str]) -> dict[str, str]:
-    """The settings every row of a results file shares (its identity): without the rows' own budgets."""
-    own = {option for options in ROW_BUDGETS.values() for option in options}
+    """The settings every row of a results file shares (its identity): without the rows' own budgets and paths."""
+    own = {option for options in ROW_BUDGETS.values() for option in options} | set(PATH_OPTIONS)
     return {key: value for key, value in settings.items() if key not in own}
 
 

@@ -469,6 +469,13 @@ def test_a_seed_saved_at_other_settings_sets_the_old_table_aside_and_a_failed_wr
     assert json.loads(partial.read_text()) == {"settings": {"epochs": "30"}, "results": {"2": {"KD": {"acc": 0.5}}}}
     (aside,) = tmp_path.glob("t.partial.*.json")
     assert aside.read_text() == before
+    # the same table on another machine: its data and its teacher's weights in other files (the hash guards those)
+    paths = {"data_dir": "/elsewhere", "teacher_checkpoint": "teacher.pt", "weights_dir": "w", "cache_dir": "c"}
+    before = partial.read_text()
+    gains.save_seed(partial, {"epochs": "30", **paths}, "0", {"KD": {"acc": 0.4}})
+    assert set(json.loads(partial.read_text())["results"]) == {"0", "2"}
+    assert list(tmp_path.glob("t.partial.*.json")) == [aside]
+    partial.write_text(before)
 
     before = partial.read_text()
     real_write = Path.write_text
