@@ -44,9 +44,10 @@ The adaptation run is deterministic on a given CPU, not across CPUs: on an AMD A
 a96c3ef9b3ddc827 against 841f9beccf41549c, 2026-12-04) unless ATen and oneDNN are held to AVX2, which reproduces the
 AVX2 machines' teacher bit for bit:
 ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 lit-kd fit --config recipes/cifar10/adapt_pretrained_resnet56.yaml``.
-On an Intel Xeon with AVX-512 (2026-12-07) the same command gives d0aba100d41e8e5e, and aa99c7772dabc062 with MKL held
-to AVX2 as well (``MKL_ENABLE_INSTRUCTIONS=AVX2``; ``MKL_CBWR=AVX2`` gave the same losses for the steps it ran): there
-the taught rows cannot join this table unless the teacher's weights are brought from an AMD machine
+On an Intel Xeon with AVX-512 (2026-12-07) the same command gives d0aba100d41e8e5e; with MKL held to AVX2 as well
+(``MKL_ENABLE_INSTRUCTIONS=AVX2``; ``MKL_CBWR=AVX2`` gave the same losses for the steps it ran) aa99c7772dabc062, and
+with ``MKL_ENABLE_INSTRUCTIONS=SSE4_2`` 2bac690c525bcfd9 (``AVX``: the same losses as ``SSE4_2`` for the steps it
+ran): there the taught rows cannot join this table unless the teacher's weights are brought from an AMD machine
 (``--teacher-checkpoint`` takes any file of them; the path is not part of the table's identity, :data:`PATH_OPTIONS`).
 """
 
