@@ -224,8 +224,9 @@ class Runner:
         run_id = getattr(self.args, "run_id", None)
         return None if run_id is None else self.args.output_dir / "resume" / run_id / f"seed {self.seed}"
 
-    def seeded(self, build: Callable[[], Any]) -> Any:
-        pl.seed_everything(self.seed, verbose=False)
+    def seeded(self, build: Callable[[], Any], seed: int | None = None) -> Any:
+        """``build()`` after seeding with ``seed`` (by default the row's: the run, and so the data, take it)."""
+        pl.seed_everything(self.seed if seed is None else seed, verbose=False)
         return build()
 
     def teacher(self, name: str = "cifar10_resnet56") -> PretrainedNetwork:
@@ -331,8 +332,7 @@ class Runner:
         if not hasattr(self, "parent"):  # its vanilla row was done by an earlier process: retrain it as the parent
             self.vanilla(8, record=False)
         init_seed = self.seed + 1
-        pl.seed_everything(init_seed, verbose=False)
-        student = create_model("resnet8", 10)
+        student = self.seeded(lambda: create_model("resnet8", 10), seed=init_seed)
         module = self.seeded(  # the run (and so the data) keeps the row's seed
             lambda: SelfDistillation(student, create_model("resnet8", 10), teacher_checkpoint=str(self.parent))
         )
@@ -991,9 +991,10 @@ def main() -> None:
     runners = {seed: Runner(args, seed) for seed in ([] if args.summarize_only else args.seeds)}
     order = list(teacher_rows(Runner(args, 0)))
     order = [name for name in args.rows if name in order] if args.rows else order
+    taught = any(name not in TEACHER_FREE_ROWS for name in order)  # rows that read --teacher-checkpoint
     for seed, runner in runners.items():
         runner.results = results.setdefault(str(seed), {})
-        if any(name not in TEACHER_FREE_ROWS for name in order):  # before any row runs, not after hours of one
+        if taught:  # before any row runs, not after hours of one
             check_teacher(results, runner.teacher_weights(), partial)
     for name in order:
         for seed, runner in runners.items():
