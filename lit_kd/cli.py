@@ -84,7 +84,9 @@ def main(args: ArgsType = None) -> None:
             if arguments[0] in DRIVERS:
                 DRIVERS[arguments[0]](arguments[1:])
             else:
-                LitKDCLI(args=arguments)
+                # without args, LightningCLI reads sys.argv itself; args beside a command line would warn that both
+                # were given
+                LitKDCLI(args=None if args is None else arguments)
     except SIGTERMException:
         print(
             f"lit-kd: stopped by SIGTERM before the end of training; last.ckpt holds the weights reached (resume with "

@@ -123,6 +123,7 @@ def test_python_dash_m_prints_the_resolved_config() -> None:
         check=True,
     )
     config = yaml.safe_load(result.stdout)
+    assert "args parameter" not in result.stderr  # the command line reaches LightningCLI once, not twice
     assert config["model"]["class_path"] == "lit_kd.methods.HintonKD"
     assert config["model"]["init_args"]["student"]["init_args"]["depth"] == 20
 
