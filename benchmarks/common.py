@@ -59,6 +59,17 @@ class IterationTimer(pl.Callback):
         self._last = now
 
 
+def cpuinfo(field: str, path: Path = Path("/proc/cpuinfo")) -> str:
+    """The first value of ``field`` in Linux's ``/proc/cpuinfo`` (``"model name"``, ``"flags"``), empty where it is not
+    readable: float32 results depend on the CPU's kernels, so benchmarks record which CPU ran them."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    fields = (line.partition(":") for line in text.splitlines())
+    return next((value.strip() for name, _, value in fields if name.strip() == field), "")
+
+
 def load_average() -> float:
     """The 1-minute load average (how many processes wanted the CPU), to flag measurements that shared it."""
     return os.getloadavg()[0]
@@ -104,6 +115,7 @@ def environment() -> dict[str, Any]:
         "lightning": lightning.__version__,
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpuinfo("model name"),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -73,7 +73,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
-from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, run_stoppable, write_results
+from common import cpuinfo, load_average, markdown_table, quiet_benchmark, quiet_trainer, run_stoppable, write_results
 
 from lit_kd.callbacks import BoundarySampleMining, CyclicPairSchedule, ResumableCheckpoint
 from lit_kd.checkpointing import load_network_weights
@@ -267,6 +267,7 @@ class Runner:
             **{k: v for k, v in self.validation.items() if k.startswith("val_acc")},
             "seconds": seconds,
             "load": load_average(),
+            "cpu": cpuinfo("model name"),  # float32 rounding, and so the numbers, depend on the CPU's kernels
             "threads": self.args.threads,
             **({"teacher_weights": self.teacher_weights()} if taught else {}),  # a re-made teacher must match it
             **({"resumed_at_steps": self.resumed} if self.resumed else {}),

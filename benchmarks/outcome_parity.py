@@ -94,7 +94,7 @@ from typing import Any
 from unittest import mock
 
 import torch
-from common import load_average, markdown_table, quiet_benchmark, quiet_trainer, run_stoppable, write_results
+from common import cpuinfo, load_average, markdown_table, quiet_benchmark, quiet_trainer, run_stoppable, write_results
 from gains import (
     DFAD_GENERATOR,
     LOGIT_STANDARDISATION,
@@ -445,6 +445,7 @@ class Epochs:
             ),
             "train_loss_per_epoch": self.train_loss,
             "load": load_average(),
+            "cpu": cpuinfo("model name"),
             "threads": args.threads,
             "resumed_at_epoch": self.first or None,
             "official_lines": {path: sorted(numbers) for path, numbers in sorted(self.lines.items())},

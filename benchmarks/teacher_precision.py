@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import busy_seconds, load_average, markdown_table, own_seconds, quiet_benchmark, write_results
+from common import busy_seconds, cpuinfo, load_average, markdown_table, own_seconds, quiet_benchmark, write_results
 
 from lit_kd.data import CIFAR10DataModule
 from lit_kd.models import PretrainedNetwork, create_model
@@ -41,12 +41,7 @@ AGREEMENT_TARGET = 0.995
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux), empty where ``/proc/cpuinfo`` is not readable."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+    return set(cpuinfo("flags").split())
 
 
 def images_per_second(runner: TeacherRunner, images: torch.Tensor, iterations: int) -> tuple[float, float, float]:

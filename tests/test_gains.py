@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import sys
@@ -82,11 +83,24 @@ def test_seeds_run_side_by_side_share_the_partial_file(gains, tmp_path, cifar_fo
     assert sorted(separate["results"]) == ["0", "1"]
     assert separate["results"]["0"]["Hinton KD"]["threads"] == 1
     assert separate["results"]["1"]["Hinton KD"]["threads"] == 2
+    model = re.search(r"^model name\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    assert separate["results"]["1"]["Hinton KD"]["cpu"] == model.group(1).strip()  # the CPU that ran the row
     for row in ("vanilla ResNet-8", "Hinton KD"):  # the same numbers as one process running both seeds
         assert separate["results"]["1"][row]["acc"] == one["results"]["1"][row]["acc"]
     # other settings start a new table rather than mixing budgets
     other = run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "1", "--epochs", "2")
     assert sorted(other["results"]) == ["1"]
+
+
+def test_cpuinfo_reads_the_first_value_of_a_field(gains, tmp_path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14 96-Core Processor\n"
+        "vmx flags\t: ept\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nmodel name\t: another\n"
+    )
+    assert gains.cpuinfo("model name", cpuinfo) == "AMD EPYC 9R14 96-Core Processor"
+    assert gains.cpuinfo("flags", cpuinfo) == "fpu avx2 avx512_bf16"  # not "vmx flags"
+    assert gains.cpuinfo("model name", tmp_path / "absent") == ""
 
 
 def test_wandb_logs_every_run_grouped_by_method_and_tagged(
