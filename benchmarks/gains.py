@@ -47,8 +47,11 @@ AVX2 machines' teacher bit for bit:
 On an Intel Xeon with AVX-512 (2026-12-07) the same command gives d0aba100d41e8e5e; with MKL held to AVX2 as well
 (``MKL_ENABLE_INSTRUCTIONS=AVX2``; ``MKL_CBWR=AVX2`` gave the same losses for the steps it ran) aa99c7772dabc062, and
 with ``MKL_ENABLE_INSTRUCTIONS=SSE4_2`` 2bac690c525bcfd9 (``AVX``: the same losses as ``SSE4_2`` for the steps it
-ran): there the taught rows cannot join this table unless the teacher's weights are brought from an AMD machine
-(``--teacher-checkpoint`` takes any file of them; the path is not part of the table's identity, :data:`PATH_OPTIONS`).
+ran), with ``MKL_CBWR=COMPATIBLE`` aabc5d4f8ad7a97a: there the taught rows cannot join this table unless the teacher's
+weights are brought from an AMD machine (``--teacher-checkpoint`` takes any file of them; the path is not part of the
+table's identity, :data:`PATH_OPTIONS`). Those four re-made teachers are other networks, not the same one rounded
+otherwise: 89.06-89.30% on the test split, and any two of them disagree on 0.9-1.2% of its images
+(``benchmarks/teacher_remake.py``, ``benchmarks/results/teacher_remake.md``).
 """
 
 from __future__ import annotations
