@@ -499,6 +499,7 @@ def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
         "ensemble distillation": runner.ensemble,
         SELF_DISTILLATION: runner.self_distillation,
         "DML": lambda: runner.online("DML", online_pair, DeepMutualLearning),
+        "DML, 3 networks": lambda: runner.online("DML, 3 networks", online_three, DeepMutualLearning),
         "AFD (alternating updates)": lambda: runner.online(
             "AFD (alternating updates)", online_pair, lambda n: OnlineAdversarialFeatureKD(n, update="alternating")
         ),
@@ -535,6 +536,7 @@ TABLE_ROWS = [
         (f"{method}: ResNet-{depth}", f"{method}/ResNet-{depth}", f"vanilla ResNet-{depth}")
         for method, depths in (
             ("DML", (8, 14)),
+            ("DML, 3 networks", (8, 14, 20)),
             ("AFD (alternating updates)", (8, 14)),
             ("AFD (joint update)", (8, 14)),
             ("AFD, cycle of 3", (8, 14, 20)),
@@ -581,6 +583,7 @@ TEACHER_FREE_ROWS = frozenset(
         "ensemble distillation",  # the four pretrained ResNets, not the adapted one
         SELF_DISTILLATION,
         "DML",
+        "DML, 3 networks",
         "AFD (alternating updates)",
         "AFD (joint update)",
         "AFD, cycle of 3",
@@ -611,7 +614,9 @@ CLAIMS = {
         "DML/ResNet-8",
     ),
     "AFD (joint update)": ("AFD > DML (Chung et al. 2020)", "AFD (joint update)/ResNet-8", "DML/ResNet-8"),
-    "AFD, cycle of 3": ("AFD > DML (Chung et al. 2020)", "AFD, cycle of 3/ResNet-8", "DML/ResNet-8"),
+    "DML, 3 networks": ("DML > alone (Zhang et al. 2018)", "DML, 3 networks/ResNet-8", "vanilla ResNet-8"),
+    # against DML of the same three networks, not the pair (a third peer may help DML as much)
+    "AFD, cycle of 3": ("AFD > DML (Chung et al. 2020)", "AFD, cycle of 3/ResNet-8", "DML, 3 networks/ResNet-8"),
     "cGAN-KD, 10% labels, real + synthetic": (
         "real + synthetic > real only (Ding et al. 2021)",
         "cGAN-KD, 10% labels, real + synthetic",

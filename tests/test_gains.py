@@ -142,6 +142,22 @@ def test_each_claim_is_checked_on_its_own_pair_and_the_plateau_is_stated(gains) 
     assert "60.00% at 30 epochs and 61.20% at 45" in note and "+1.20 points, NOT plateaued" in note
 
 
+def test_afds_cycle_of_three_is_checked_against_dml_of_the_same_three_networks(gains) -> None:
+    results = {
+        str(seed): {
+            "AFD, cycle of 3": {"networks": {"ResNet-8": 0.70}},
+            "DML": {"networks": {"ResNet-8": 0.60}},  # the pair: 10 points below, not the comparison
+            "DML, 3 networks": {"networks": {"ResNet-8": dml}},
+            "vanilla ResNet-8": {"acc": 0.65},
+        }
+        for seed, dml in enumerate([0.69, 0.70, 0.71])
+    }
+    claim, verdict = gains.agreement(results, "AFD, cycle of 3")
+    assert claim.startswith("AFD > DML") and verdict == "not shown (+0.00 [-2.48, +2.48])"  # 4.303 x 1 / sqrt(3)
+    assert gains.agreement(results, "DML, 3 networks")[1] == "yes (+5.00 [+2.52, +7.48])"
+    assert "DML, 3 networks" in gains.TEACHER_FREE_ROWS
+
+
 def test_every_row_the_adapted_teacher_teaches_notes_its_accuracy_and_no_other_row_does(gains) -> None:
     results = {"0": {"teacher (adapted ResNet-56)": {"acc": 0.8929}}}
     for row in ("Hinton KD", "BSS", "FitNets", "AT", "DKD", "DIST", "KD + LS", "CRD", "AMA"):
