@@ -38,7 +38,9 @@ Every row the adapted teacher teaches records the hash of its weights (``teacher
 in another session can show it used the same teacher: a run of such rows whose ``--teacher-checkpoint`` hashes
 otherwise than the file's rows stops before it trains (:func:`check_teacher`), and a row whose checkpoint changed while
 it trained (a teacher still being re-made) is not recorded. The rows it does not teach (``TEACHER_FREE_ROWS``: the
-vanilla, ensemble, born-again and online rows) record no hash and run beside any teacher.
+vanilla, ensemble, born-again and online rows) record no hash and run beside any teacher; a table started on another
+teacher copies them from the first (``--teacher-free-rows-from``, :func:`carry_teacher_free_rows`) instead of training
+them again.
 
 The adaptation run is deterministic on a given CPU, not across CPUs: on an AMD AVX-512 CPU it gives other weights (hash
 a96c3ef9b3ddc827 against 841f9beccf41549c, 2026-12-04) unless ATen and oneDNN are held to AVX2, which reproduces the
@@ -51,7 +53,8 @@ ran), with ``MKL_CBWR=COMPATIBLE`` aabc5d4f8ad7a97a: there the taught rows canno
 weights are brought from an AMD machine (``--teacher-checkpoint`` takes any file of them; the path is not part of the
 table's identity, :data:`PATH_OPTIONS`). Those four re-made teachers are other networks, not the same one rounded
 otherwise: 89.06-89.30% on the test split, and any two of them disagree on 0.9-1.2% of its images
-(``benchmarks/teacher_remake.py``, ``benchmarks/results/teacher_remake.md``).
+(``benchmarks/teacher_remake.py``, ``benchmarks/results/teacher_remake.md``). The first of them is committed
+(``benchmarks/teachers/``): a table it teaches continues on any CPU.
 """
 
 from __future__ import annotations
@@ -251,11 +254,13 @@ class Runner:
     def teacher_kwargs(self) -> dict[str, Any]:
         return {"teacher_checkpoint": self.args.teacher_checkpoint} if self.args.teacher_checkpoint else {}
 
-    def memo_kwargs(self, teacher: str = "adapted_resnet56") -> dict[str, Any]:
+    def memo_kwargs(self, teacher: str = "") -> dict[str, Any]:
         """The memo of ``teacher``'s logits, for the rows that only read them (one file per teacher, shared by every
-        seed and row: the first run fills it, later ones read the views it holds)."""
+        seed and row: the first run fills it, later ones read the views it holds). By default the adapted teacher's,
+        named with its weights' hash: tables of two teachers can share ``--output-dir``."""
         if self.args.no_teacher_memo:
             return {}
+        teacher = teacher or f"adapted_resnet56_{self.teacher_weights()}"
         return {"teacher_memo": str(self.args.output_dir / f"teacher_memo_{teacher}.safetensors")}
 
     def record(self, name: str, accuracy: float, seconds: float, **extra: Any) -> None:
@@ -587,6 +592,7 @@ TEACHER_FREE_ROWS = frozenset(
         "AFD (alternating updates)",
         "AFD (joint update)",
         "AFD, cycle of 3",
+        SELF_DISTILLATION_SAME_INIT,  # taught by its parent; rows recorded before this set existed carry a hash
     )
 )
 
@@ -843,6 +849,39 @@ def check_teacher(results: dict[str, dict[str, Any]], teacher: str, partial: Pat
         )
 
 
+def carry_teacher_free_rows(partial: Path, source: Path, settings: dict[str, str]) -> int:
+    """Copy into ``partial`` the rows of another table (``source``: its partial file) that the adapted teacher does
+    not teach (:data:`TEACHER_FREE_ROWS`): they are the same rows under any teacher, so a table started on another
+    teacher (one whose weights every CPU can load) does not train them again.
+
+    The two tables must agree on every setting but their names (:func:`table_settings`). Each copied row records
+    ``carried_from`` (the source's name) and no teacher hash (rows recorded before the teacher-free rows stopped
+    recording one carry it); rows ``partial`` already has are kept. Returns the number of rows copied.
+    """
+    stored = json.loads(source.read_text())
+
+    def identity(values: dict[str, str]) -> dict[str, str]:
+        return {key: value for key, value in table_settings(values).items() if key != "name"}
+
+    theirs, ours = identity(stored["settings"]), identity(settings)
+    if theirs != ours:
+        differ = sorted(key for key in theirs.keys() | ours.keys() if theirs.get(key) != ours.get(key))
+        raise SystemExit(f"{source} is a table at other settings ({', '.join(differ)} differ): no row carried")
+    present = json.loads(partial.read_text())["results"] if partial.is_file() else {}
+    name = stored["settings"]["name"]
+    carried = 0
+    for seed, rows in stored["results"].items():
+        copies = {
+            row: {**{key: value for key, value in values.items() if key != "teacher_weights"}, "carried_from": name}
+            for row, values in rows.items()
+            if row in TEACHER_FREE_ROWS and row not in present.get(seed, {})
+        }
+        if copies:
+            save_seed(partial, settings, seed, copies)
+            carried += len(copies)
+    return carried
+
+
 def commit_partial(partial: Path, message: str) -> None:
     """Commit the partial results file alone (other staged or unstaged changes stay as they are)."""
     folder = partial.parent
@@ -965,6 +1004,11 @@ def main() -> None:
     )
     parser.add_argument("--commit", action="store_true", help="git-commit the partial results after every row")
     parser.add_argument(
+        "--teacher-free-rows-from",
+        metavar="NAME",
+        help="first copy the rows no adapted teacher teaches from results file NAME (same settings but the name)",
+    )
+    parser.add_argument(
         "--no-teacher-memo",
         action="store_true",
         help="recompute the teacher for every row (default: the logit rows share one teacher memo in --output-dir)",
@@ -982,6 +1026,7 @@ def main() -> None:
     ignored += ("set", "overrides")  # in each row's name instead: one file holds a row with several settings
     ignored += ("val_size",) if not args.val_size else ()  # files from before the option keep their settings
     ignored += ("no_teacher_memo",)  # the memo gives the same teacher logits: float32, the same batches
+    ignored += ("teacher_free_rows_from",)  # each copied row names its source (carried_from)
     settings = {k: str(v) for k, v in vars(args).items() if k not in ignored}
     if not args.summarize_only:  # names the folder where fits keep their last epoch (Runner.resume_dir)
         args.run_id = run_id(args.name, settings, args.overrides)
@@ -989,6 +1034,14 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     if not args.summarize_only:
         set_aside_other_settings(partial, settings)
+    if args.teacher_free_rows_from:
+        source = args.partial_dir / f"{args.teacher_free_rows_from}.partial.json"
+        carried = carry_teacher_free_rows(partial, source, settings)
+        print(f"{carried} teacher-free rows copied from {source}", flush=True)
+        if args.commit and carried:
+            commit_partial(
+                partial, f"gains {args.name}: {carried} teacher-free rows from {args.teacher_free_rows_from}"
+            )
     if args.summarize_only and not partial.is_file():
         raise SystemExit(f"--summarize-only: no partial results at {partial}")
     stored_settings = settings

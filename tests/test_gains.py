@@ -290,6 +290,61 @@ def test_a_table_takes_rows_of_its_own_teacher_only(gains, tmp_path, cifar_folde
     assert partial.read_text() == before
 
 
+def test_a_table_on_another_teacher_copies_the_teacher_free_rows_and_trains_the_taught_ones(
+    gains, tmp_path, cifar_folder, monkeypatch
+) -> None:
+    """A table started on another teacher (one every CPU can load) takes the first table's teacher-free rows as they
+    are, without their old teacher hash, and trains its taught rows on its own teacher; a table at other settings gives
+    none, and rows the new table has are kept."""
+    run(gains, monkeypatch, cifar_folder, tmp_path, "--seeds", "0", "1", "--rows", "vanilla ResNet-8", "Hinton KD")
+    first = tmp_path / "out" / "gains.partial.json"
+    stored = json.loads(first.read_text())
+    stored["results"]["0"]["vanilla ResNet-8"]["teacher_weights"] = "0123456789abcdef"  # recorded before the rule
+    first.write_text(json.dumps(stored))
+    second = tmp_path / "out" / "other.partial.json"
+    second.write_text(
+        json.dumps(
+            {"settings": {**stored["settings"], "name": "other"}, "results": {"1": {"vanilla ResNet-8": {"acc": 0.5}}}}
+        )
+    )
+
+    def other_teacher(self, name: str = "cifar10_resnet56") -> torch.nn.Module:
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            return create_model("resnet14", 10)
+
+    with pytest.raises(SystemExit, match=r"other settings \(epochs differ\): no row carried"):
+        run(
+            gains,
+            monkeypatch,
+            cifar_folder,
+            tmp_path,
+            "--name",
+            "other",
+            "--epochs",
+            "2",
+            "--teacher-free-rows-from",
+            "gains",
+            "--summarize-only",
+        )
+    assert json.loads(second.read_text())["results"] == {"1": {"vanilla ResNet-8": {"acc": 0.5}}}
+    monkeypatch.setattr(gains.Runner, "teacher", other_teacher)
+    monkeypatch.setattr(gains.Runner, "vanilla", lambda *args, **kwargs: pytest.fail("a copied row trained again"))
+    run(gains, monkeypatch, cifar_folder, tmp_path, "--name", "other", "--teacher-free-rows-from", "gains")
+    results = json.loads(second.read_text())["results"]
+    assert results["1"]["vanilla ResNet-8"] == {"acc": 0.5}  # the second table's own row
+    copied = results["0"]["vanilla ResNet-8"]
+    recorded = {
+        key: value for key, value in stored["results"]["0"]["vanilla ResNet-8"].items() if key != "teacher_weights"
+    }
+    assert copied == {**recorded, "carried_from": "gains"}
+    for seed in ("0", "1"):  # taught again, by the second teacher
+        assert "carried_from" not in results[seed]["Hinton KD"]
+        assert results[seed]["Hinton KD"]["teacher_weights"] != stored["results"][seed]["Hinton KD"]["teacher_weights"]
+    summary = json.loads((tmp_path / "results" / "other.json").read_text())["rows"]
+    assert [row["row"] for row in summary] == ["Hinton KD"]
+
+
 def test_a_row_stopped_by_sigterm_exits_143_and_resumes_to_the_unstopped_result(
     gains, tmp_path, cifar_folder, monkeypatch
 ) -> None:
