@@ -108,6 +108,8 @@ from lit_kd.runtime.memo import weights_hash
 #: 2026-12-07 started the student from its parent's initial weights, see ``Runner.self_distillation``)
 SELF_DISTILLATION = "self-distillation (born-again, 1 generation)"
 SELF_DISTILLATION_SAME_INIT = f"{SELF_DISTILLATION} [student initialised as its parent]"
+#: the adapted teacher's own test accuracy, recorded as a row
+TEACHER_ROW = "teacher (adapted ResNet-56)"
 
 
 class TrainingClock(pl.Callback):
@@ -307,7 +309,7 @@ class Runner:
     def teacher_accuracy(self) -> None:
         module = SupervisedModule(self.adapted_teacher())
         (metrics,) = quiet_trainer(accelerator="cpu").test(module, self.data(), verbose=False)
-        self.record("teacher (adapted ResNet-56)", metrics["test/acc"], 0.0)
+        self.record(TEACHER_ROW, metrics["test/acc"], 0.0)
 
     # ------------------------------------------------------------------------------------- teacher-based
     def distill(self, name: str, build: Callable[[Any, Any], pl.LightningModule], callbacks: tuple = ()) -> None:
@@ -476,7 +478,7 @@ def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
         PLATEAU_ROW: runner.plateau_probe,
         "vanilla ResNet-14": lambda: runner.vanilla(14),
         "vanilla ResNet-20": lambda: runner.vanilla(20),
-        "teacher (adapted ResNet-56)": runner.teacher_accuracy,
+        TEACHER_ROW: runner.teacher_accuracy,
         "Hinton KD": lambda: runner.distill(
             "Hinton KD", lambda s, t: HintonKD(s, t, **teacher, **memo, **runner.kwargs("Hinton KD"))
         ),
@@ -635,11 +637,16 @@ def paired_interval(results: dict[str, dict[str, Any]], key: str, baseline: str)
     """Per-seed differences (points) of ``key`` over ``baseline``, their mean and the 95% half-width (Student's t)."""
     pairs = [(accuracy_of(results[s], key), accuracy_of(results[s], baseline)) for s in sorted(results)]
     differences = [100 * (a - b) for a, b in pairs if a is not None and b is not None]
+    return differences, *mean_interval(differences)
+
+
+def mean_interval(differences: list[float]) -> tuple[float, float]:
+    """The mean of paired differences and its 95% half-width (Student's t; nan for fewer than two)."""
     if not differences:
-        return [], float("nan"), float("nan")
+        return float("nan"), float("nan")
     n = len(differences)
     half_width = T_975.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n) if n > 1 else float("nan")
-    return differences, statistics.mean(differences), half_width
+    return statistics.mean(differences), half_width
 
 
 def agreement(results: dict[str, dict[str, Any]], result_key: str) -> tuple[str, str]:
@@ -674,7 +681,7 @@ def notes(results: dict[str, dict[str, Any]], seeds: list[str], key: str) -> str
         values = [results[s][name][field] for s in seeds if field in results[s].get(name, {})]
         return statistics.mean(values) if values else None
 
-    teacher = mean_of("teacher (adapted ResNet-56)", "acc")
+    teacher = mean_of(TEACHER_ROW, "acc")
     if key == "ensemble distillation" and mean_of(key, "ensemble_acc") is not None:
         return f"the ensemble itself: {100 * mean_of(key, 'ensemble_acc'):.2f}%"
     if key.startswith("DFAD") and teacher:
@@ -735,6 +742,48 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def teacher_comparison(results: dict[str, dict[str, Any]], source: dict[str, dict[str, Any]], name: str) -> str:
+    """The taught rows beside the same rows of table ``name`` (``source``: its results), whose teacher-free rows this
+    table carries: the same seeds (subsets, orders, augmentations, initial weights), another teacher.
+
+    Per row: each table's mean over the seeds both have, the paired difference (this table minus ``name``) with its
+    95% interval, and the paper's claim as each whole table decides it.
+    """
+    lines = []
+    for label, key, _ in TABLE_ROWS:
+        if key.split("/")[0] in TEACHER_FREE_ROWS:
+            continue
+        pairs = {s: (accuracy_of(results[s], key), accuracy_of(source.get(s, {}), key)) for s in sorted(results)}
+        pairs = {s: (100 * a, 100 * b) for s, (a, b) in pairs.items() if a is not None and b is not None}
+        if not pairs:
+            continue
+        mean, half_width = mean_interval([a - b for a, b in pairs.values()])
+        lines.append(
+            {
+                "row": label,
+                "seeds": ", ".join(pairs),
+                "this table %": f"{statistics.mean(a for a, _ in pairs.values()):.2f}",
+                f"{name} %": f"{statistics.mean(b for _, b in pairs.values()):.2f}",
+                "difference (points)": f"{mean:+.2f}",
+                "95% interval": f"[{mean - half_width:+.2f}, {mean + half_width:+.2f}]" if len(pairs) > 1 else "-",
+                "claim here": agreement(results, key)[1],
+                f"claim in {name}": agreement(source, key)[1],
+            }
+        )
+    if not lines:
+        return ""
+
+    def teacher(tables: dict[str, dict[str, Any]]) -> str:
+        accuracies = [100 * rows[TEACHER_ROW]["acc"] for rows in tables.values() if TEACHER_ROW in rows]
+        return f"{statistics.mean(accuracies):.2f}%" if accuracies else "not recorded"
+
+    title = (
+        f"The taught rows against the same seeds of `{name}`, whose teacher-free rows this table carries (its teacher: "
+        f"{teacher(source)}; this table's: {teacher(results)}): how far another adapted teacher moves each row"
+    )
+    return f"\n\n{title}:\n\n" + markdown_table(lines)
 
 
 def parse_overrides(items: list[list[str]]) -> dict[str, dict[str, Any]]:
@@ -1086,6 +1135,12 @@ def main() -> None:
     if "val_size" in settings:
         table += f" {settings['val_size']} training images held out (before the subset is drawn) for val_acc."
     table += variants_table(results)
+    for source in sorted(
+        {row["carried_from"] for rows in results.values() for row in rows.values() if "carried_from" in row}
+    ):
+        source_partial = args.partial_dir / f"{source}.partial.json"
+        if source_partial.is_file():
+            table += teacher_comparison(results, json.loads(source_partial.read_text())["results"], source)
     write_results(args.name, {"settings": settings, "seeds": sorted(results), "results": results, "rows": rows}, table)
 
 
