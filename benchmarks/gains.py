@@ -471,7 +471,7 @@ SETTABLE_ROWS = ("Hinton KD", "BSS", "FitNets", "AT", "DKD", "DIST", "KD + LS", 
 
 def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
     """The rows, in the order they run: baselines first (later rows read them), then the rows most users read."""
-    teacher, memo = runner.teacher_kwargs(), runner.memo_kwargs()
+    teacher, memo = runner.teacher_kwargs(), runner.memo_kwargs  # the memo's name hashes the teacher: when a row runs
     online_pair, online_three = (8, 14), (8, 14, 20)
     return {
         "vanilla ResNet-8": lambda: runner.vanilla(8),
@@ -480,22 +480,24 @@ def teacher_rows(runner: Runner) -> dict[str, Callable[[], None]]:
         "vanilla ResNet-20": lambda: runner.vanilla(20),
         TEACHER_ROW: runner.teacher_accuracy,
         "Hinton KD": lambda: runner.distill(
-            "Hinton KD", lambda s, t: HintonKD(s, t, **teacher, **memo, **runner.kwargs("Hinton KD"))
+            "Hinton KD", lambda s, t: HintonKD(s, t, **teacher, **memo(), **runner.kwargs("Hinton KD"))
         ),
         "BSS": lambda: runner.distill(
             "BSS",
-            lambda s, t: BSSDistillation(s, t, **teacher, **memo, **runner.kwargs("BSS")),
+            lambda s, t: BSSDistillation(s, t, **teacher, **memo(), **runner.kwargs("BSS")),
             (BoundarySampleMining(**runner.kwargs("BSS", "mining")),),
         ),
         "FitNets": lambda: runner.distill("FitNets", lambda s, t: FitNets(s, t, **teacher, **runner.kwargs("FitNets"))),
         "AT": lambda: runner.distill("AT", lambda s, t: AttentionTransfer(s, t, **teacher, **runner.kwargs("AT"))),
-        "DKD": lambda: runner.distill("DKD", lambda s, t: DecoupledKD(s, t, **teacher, **memo, **runner.kwargs("DKD"))),
+        "DKD": lambda: runner.distill(
+            "DKD", lambda s, t: DecoupledKD(s, t, **teacher, **memo(), **runner.kwargs("DKD"))
+        ),
         "DIST": lambda: runner.distill(
-            "DIST", lambda s, t: DISTDistillation(s, t, **teacher, **memo, **runner.kwargs("DIST"))
+            "DIST", lambda s, t: DISTDistillation(s, t, **teacher, **memo(), **runner.kwargs("DIST"))
         ),
         "KD + LS": lambda: runner.distill(
             "KD + LS",
-            lambda s, t: HintonKD(s, t, **{**LOGIT_STANDARDISATION, **runner.kwargs("KD + LS")}, **teacher, **memo),
+            lambda s, t: HintonKD(s, t, **{**LOGIT_STANDARDISATION, **runner.kwargs("KD + LS")}, **teacher, **memo()),
         ),
         "CRD": lambda: runner.distill(
             "CRD", lambda s, t: ContrastiveRepresentationDistillation(s, t, **teacher, **runner.kwargs("CRD"))

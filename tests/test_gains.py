@@ -345,6 +345,8 @@ def test_a_table_on_another_teacher_copies_the_teacher_free_rows_and_trains_the_
     assert [row["row"] for row in summary] == ["Hinton KD"]
     table = (tmp_path / "results" / "other.md").read_text()
     assert "| Hinton KD | 0, 1 |" in table.split("against the same seeds of `gains`")[1]
+    monkeypatch.setattr(gains.Runner, "adapted_teacher", lambda self: pytest.fail("the summary read the teacher"))
+    run(gains, monkeypatch, cifar_folder, tmp_path, "--name", "other", "--summarize-only")
 
 
 def test_the_taught_rows_are_compared_seed_by_seed_with_the_table_of_the_other_teacher(gains) -> None:
