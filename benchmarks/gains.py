@@ -844,9 +844,11 @@ def save_seed(
     seed: str,
     rows: dict[str, Any],
     identity: Callable[[dict[str, str]], dict[str, str]] = table_settings,
+    replace: bool = True,
 ) -> dict[str, Any]:
     """Store one seed's rows in the partial file, keeping the other seeds' and this seed's other rows (runs of other
-    seeds, or of other rows of the same seed, may share the file).
+    seeds, or of other rows of the same seed, may share the file). With ``replace=False`` a row the file already has
+    stays as it is (rows copied from another table never overwrite this table's own).
 
     Returns every seed's results as stored. A lock file serialises the read-merge-write of processes running side by
     side (``--seeds 1`` and ``--seeds 2``, or ``--rows DIST --set DIST kd_weight=1`` and ``kd_weight=4``, with
@@ -860,7 +862,7 @@ def save_seed(
         stored = json.loads(partial.read_text()) if partial.is_file() else {"settings": settings}
         # row by row: another process may have added rows of this seed since the caller read the file
         results = {**stored.get("results", {})}
-        results[seed] = {**results.get(seed, {}), **rows}
+        results[seed] = {**results.get(seed, {}), **rows} if replace else {**rows, **results.get(seed, {})}
         # the settings as written first (a file of older rows may name budgets); written whole or not at all
         written = partial.with_name(f".{partial.name}.{os.getpid()}.tmp")
         try:
@@ -927,8 +929,8 @@ def carry_teacher_free_rows(partial: Path, source: Path, settings: dict[str, str
             for row, values in rows.items()
             if row in TEACHER_FREE_ROWS and row not in present.get(seed, {})
         }
-        if copies:
-            save_seed(partial, settings, seed, copies)
+        if copies:  # not replacing: a row the table gained since ``present`` was read stays its own
+            save_seed(partial, settings, seed, copies, replace=False)
             carried += len(copies)
     return carried
 

@@ -349,6 +349,22 @@ def test_a_table_on_another_teacher_copies_the_teacher_free_rows_and_trains_the_
     run(gains, monkeypatch, cifar_folder, tmp_path, "--name", "other", "--summarize-only")
 
 
+def test_rows_saved_without_replacing_leave_the_files_own_rows_as_they_are(gains, tmp_path) -> None:
+    """Copied rows are merged under the file's lock without replacing a row another process wrote meanwhile."""
+    partial = tmp_path / "t.partial.json"
+    gains.save_seed(partial, {"epochs": "60"}, "0", {"vanilla ResNet-8": {"acc": 0.69}})
+    gains.save_seed(
+        partial,
+        {"epochs": "60"},
+        "0",
+        {"vanilla ResNet-8": {"acc": 0.5, "carried_from": "first"}, "DML": {"acc": 0.7, "carried_from": "first"}},
+        replace=False,
+    )
+    assert json.loads(partial.read_text())["results"] == {
+        "0": {"vanilla ResNet-8": {"acc": 0.69}, "DML": {"acc": 0.7, "carried_from": "first"}}
+    }
+
+
 def test_the_taught_rows_are_compared_seed_by_seed_with_the_table_of_the_other_teacher(gains) -> None:
     def table(vanilla, kd, teacher, **more):
         return {
