@@ -747,15 +747,17 @@ def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def teacher_comparison(results: dict[str, dict[str, Any]], source: dict[str, dict[str, Any]], name: str) -> str:
-    """The taught rows beside the same rows of table ``name`` (``source``: its results), whose teacher-free rows this
-    table carries: the same seeds (subsets, orders, augmentations, initial weights), another teacher.
+    """The taught rows, the table's and those run with ``--set`` settings, beside the same rows of table ``name``
+    (``source``: its results), whose teacher-free rows this table carries: the same seeds (subsets, orders,
+    augmentations, initial weights), another teacher.
 
     Per row: each table's mean over the seeds both have, the paired difference (this table minus ``name``) with its
     95% interval, and the paper's claim as each whole table decides it.
     """
     lines = []
-    for label, key, _ in TABLE_ROWS:
-        if key.split("/")[0] in TEACHER_FREE_ROWS:
+    rows = [(label, key) for label, key, _ in TABLE_ROWS] + [(name, name) for name in settings_rows(results)]
+    for label, key in rows:
+        if key.split("/")[0].split(" [")[0] in TEACHER_FREE_ROWS:
             continue
         pairs = {s: (accuracy_of(results[s], key), accuracy_of(source.get(s, {}), key)) for s in sorted(results)}
         pairs = {s: (100 * a, 100 * b) for s, (a, b) in pairs.items() if a is not None and b is not None}
@@ -802,18 +804,17 @@ def parse_overrides(items: list[list[str]]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
+def settings_rows(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The rows run with ``--set`` settings that the table itself does not show, as ``ROW [KEY=VALUE]``."""
+    tabled = {key for _, key, _ in TABLE_ROWS}
+    return sorted({name for rows in results.values() for name in rows if " [" in name and name not in tabled})
+
+
 def variants_table(results: dict[str, dict[str, Any]]) -> str:
     """Rows run with ``--set`` settings and, with ``--val-size``, every row's held-out accuracy, per seed."""
     seeds = sorted(results)
-    tabled = {key for _, key, _ in TABLE_ROWS}
-    names = sorted(
-        {
-            name
-            for s in seeds
-            for name in results[s]
-            if (" [" in name and name not in tabled) or "val_acc" in results[s][name]
-        }
-    )
+    held_out_rows = {name for s in seeds for name in results[s] if "val_acc" in results[s][name]}
+    names = sorted(set(settings_rows(results)) | held_out_rows)
     if not names:
         return ""
     lines = []

@@ -378,19 +378,34 @@ def test_the_taught_rows_are_compared_seed_by_seed_with_the_table_of_the_other_t
             for seed in range(3)
         }
 
-    ours = table([0.69, 0.68, 0.70], [0.75, 0.74, 0.73], 0.893, BSS=[0.72])
-    theirs = table([0.69, 0.68, 0.70], [0.74, 0.74, 0.72], 0.8929, BSS=[0.70, 0.71, 0.72])
+    ablation, teacher_free_variant = "BSS [mining.max_samples=0]", "DML [peers=3]"
+    ours = table(
+        [0.69, 0.68, 0.70],
+        [0.75, 0.74, 0.73],
+        0.893,
+        BSS=[0.72],
+        **{ablation: [0.70, 0.69, 0.71], teacher_free_variant: [0.7, 0.7, 0.7]},
+    )
+    theirs = table(
+        [0.69, 0.68, 0.70],
+        [0.74, 0.74, 0.72],
+        0.8929,
+        BSS=[0.70, 0.71, 0.72],
+        **{ablation: [0.70, 0.71, 0.70], teacher_free_variant: [0.7, 0.7, 0.7]},
+    )
     text = gains.teacher_comparison(ours, theirs, "first")
     assert "(its teacher: 89.29%; this table's: 89.30%)" in text
     lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row")]
     # KD: +1, 0, +1 points: mean 0.67, s 0.577, t(2) 4.303 -> half-width 1.43; the claim KD > vanilla here: +6, +6,
     # +3 (mean 5, half-width 4.30), there: +5, +6, +2 (mean 4.33, s 2.08, half-width 5.17); BSS > KD here: -3 (seed
-    # 0 alone), there: -4, -3, 0 (mean -2.33, s 2.08)
+    # 0 alone), there: -4, -3, 0 (mean -2.33, s 2.08); the ablation (a --set row, no claim of its own): 0, -2, +1
+    # points (mean -0.33, s 1.53, half-width 3.79)
     assert lines == [
         "| Hinton KD | 0, 1, 2 | 74.00 | 73.33 | +0.67 | [-0.77, +2.10] | yes (+5.00 [+0.70, +9.30]) | "
         "not shown (+4.33 [-0.84, +9.50]) |",
         "| BSS | 0 | 72.00 | 70.00 | +2.00 | - | -3.00 (1 seed) | not shown (-2.33 [-7.50, +2.84]) |",
-    ]  # the teacher-free DML row is not compared
+        "| BSS [mining.max_samples=0] | 0, 1, 2 | 70.00 | 70.33 | -0.33 | [-4.13, +3.46] |  |  |",
+    ]  # the teacher-free DML row, and its variant, are not compared
     assert gains.teacher_comparison(ours, {"5": theirs["0"]}, "first") == ""
 
 
