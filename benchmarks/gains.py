@@ -755,7 +755,7 @@ def teacher_comparison(results: dict[str, dict[str, Any]], source: dict[str, dic
     95% interval, and the paper's claim as each whole table decides it.
     """
     lines = []
-    rows = [(label, key) for label, key, _ in TABLE_ROWS] + [(name, name) for name in settings_rows(results)]
+    rows = [(label, key) for label, key, _ in TABLE_ROWS] + [(row, row) for row in settings_rows(results)]
     for label, key in rows:
         if key.split("/")[0].split(" [")[0] in TEACHER_FREE_ROWS:
             continue
