@@ -93,6 +93,21 @@ OWN_SCRIPTS = {
     "DFAD": ("Data-Free-Adversarial-Distillation", "parity_dfad"),
     "cGAN-KD": ("cGAN-KD", "parity_cgan"),
 }
+#: the converged table's methods with no step-parity row, and why (``parity.md`` lists them under its table)
+WITHOUT_STEP_PARITY = {
+    "DML": "the official code (YingZhangDUT/Deep-Mutual-Learning at 34a2058) is TensorFlow 1 on Python 2 "
+    "(`slim = tf.contrib.slim`, `xrange`: train_models.py:17, 310), so it runs on neither TensorFlow 2 nor Python 3; "
+    "and it updates the networks one after another, each on its own mini-batch (train_models.py:310-315), where "
+    "lit-kd updates them together (ours, `lit_kd/methods/dml.py`). Its KL term (train_models.py:60-67) and the "
+    "sum over peers (:90-95) are ported in `tests/methods/test_online.py`",
+    "AFD": "no official code: its discriminators, temperature, weights and rates are ours or from secondary "
+    "sources (`lit_kd/methods/afd.py`)",
+    "AMA": "no official code or full text found: lit-kd's AMA is our reading of the abstract (`lit_kd/methods/ama.py`)",
+    "ensemble distillation": "no official code: its loss is Hinton KD's (the Hinton KD row) on the members' mean "
+    "logits",
+    "self-distillation (born-again)": "no official code found, only unofficial reimplementations: its loss is "
+    "Hinton KD's (the Hinton KD row) at T = 1 and alpha = 1, with a teacher of the student's architecture",
+}
 #: CIFAR-100 normalisation (RepDistiller ``dataset/cifar100.py``); any fixed values would do.
 MEAN, STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
@@ -1386,6 +1401,12 @@ def report(rows: list[dict], payload: dict) -> str:
         f"{payload['load_average']['end']:.2f} at the end. `benchmarks/parity.py` says how to run it.",
         "",
         summary_table(rows),
+        "",
+        "No step-parity row, and why:",
+        "",
+        "| method | why |",
+        "|---|---|",
+        *(f"| {method} | {reason} |" for method, reason in WITHOUT_STEP_PARITY.items()),
         "",
         "References: "
         + ", ".join(f"{name} at {(ref['commit'] or 'unknown')[:7]}" for name, ref in payload["references"].items())

@@ -138,3 +138,45 @@ def test_official_defaults_are_read_from_the_checkout(parity, tmp_path: Path) ->
     assert parity.Setting("T", 4.0, "4", "train.py:2").matches
     assert not parity.Setting("T", 4.0, "2", "train.py:2").matches
     assert parity.line_ranges({3, 4, 5, 7, 20}) == "3-7,20"
+
+
+def test_every_method_of_the_converged_table_has_a_step_parity_row_or_says_why_not(
+    parity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """parity.md must cover every method of gains.py's table: a row of its own, or a stated reason."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    gains = importlib.import_module("gains")
+    parity_row = {  # gains.py's result key (before any "/network") -> parity.py's row
+        "Hinton KD": "Hinton KD",
+        "BSS": "BSS",
+        "FitNets": "FitNets",
+        "AT": "AT (RepDistiller)",
+        "DKD": "DKD",
+        "DIST": "DIST",
+        "KD + LS": "KD + logit standardisation",
+        "CRD": "CRD",
+        "AMA": "AMA",
+        "ensemble distillation": "ensemble distillation",
+        gains.SELF_DISTILLATION: "self-distillation (born-again)",
+        gains.SELF_DISTILLATION_SAME_INIT: "self-distillation (born-again)",
+        "DML": "DML",
+        "DML, 3 networks": "DML",
+        "AFD (alternating updates)": "AFD",
+        "AFD (joint update)": "AFD",
+        "AFD, cycle of 3": "AFD",
+        "DFAD (no real training image)": "DFAD",
+        "cGAN-KD, 10% labels, real + synthetic": "cGAN-KD",
+    }
+    compared = {method.name for method in parity.METHODS} | set(parity.OWN_SCRIPTS)
+    table_methods = {key.split("/")[0] for _, key, _ in gains.TABLE_ROWS}
+    assert table_methods == set(parity_row)  # a new row of the table needs its place here
+    missing = {row for row in table_methods if parity_row[row] not in compared | set(parity.WITHOUT_STEP_PARITY)}
+    assert not missing
+    assert not compared & set(parity.WITHOUT_STEP_PARITY)  # a method with a row needs no reason
+    not_given = [
+        parity.run_method(method, {}, lambda: pytest.fail("nothing should run"), 1) for method in parity.METHODS
+    ]
+    setup = {"steps": 1, "student": "resnet8", "teacher": "resnet14", "batch_size": 1}
+    report = parity.report(not_given, {"setup": setup, "load_average": {"start": 0.0, "end": 0.0}, "references": {}})
+    for method, reason in parity.WITHOUT_STEP_PARITY.items():
+        assert f"| {method} | {reason} |" in report
