@@ -1404,9 +1404,7 @@ def report(rows: list[dict], payload: dict) -> str:
         "",
         "No step-parity row, and why:",
         "",
-        "| method | why |",
-        "|---|---|",
-        *(f"| {method} | {reason} |" for method, reason in WITHOUT_STEP_PARITY.items()),
+        markdown_table([{"method": method, "why": reason} for method, reason in WITHOUT_STEP_PARITY.items()]),
         "",
         "References: "
         + ", ".join(f"{name} at {(ref['commit'] or 'unknown')[:7]}" for name, ref in payload["references"].items())
